@@ -1,0 +1,280 @@
+"""``bmhub``: run the hub, validate a site model, show the site graph.
+
+Exit codes: 0 fine, 1 the input is wrong (invalid site model), 2 wrong usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.tree import Tree
+
+from hub.errors import ConfigError, Problem
+from hub.graph import SiteGraph
+from hub.settings import Settings
+from hub.site import DeviceKind, SiteModel, read_site
+
+__all__ = ["find_site_model", "main"]
+
+log = logging.getLogger("bmhub")
+
+
+def find_site_model(explicit: str | None, settings: Settings) -> Path:
+    """The site model to use: the argument, ``$BMHUB_SITE_MODEL``, ``./site_model.yaml``, the source
+    checkout's, or the copy shipped inside the package, in that order."""
+    if explicit:
+        return Path(explicit)
+    if settings.site_model is not None:
+        return settings.site_model
+    here = Path(__file__).resolve().parent
+    for candidate in (Path("site_model.yaml"), here.parent / "site_model.yaml", here / "_data" / "site_model.yaml"):
+        if candidate.is_file():
+            return candidate
+    return Path("site_model.yaml")
+
+
+def _report(problems: Sequence[Problem], out: Console) -> None:
+    for p in problems:
+        style = "yellow" if p.severity == "warning" else "red"
+        out.print(str(p), style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def _load(path: Path, out: Console) -> tuple[SiteModel, list[Problem]] | None:
+    try:
+        return read_site(path)
+    except ConfigError as exc:
+        _report(exc.problems, out)
+        n = sum(p.severity == "error" for p in exc.problems)
+        out.print(f"{path}: {n} error(s); the site model was not loaded", style="bold red", markup=False)
+        return None
+
+
+# ---------------------------------------------------------------------- validate
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    path = find_site_model(args.path, settings)
+    if args.json:
+        try:
+            model, warnings = read_site(path)
+        except ConfigError as exc:
+            _print_json({"file": str(path), "ok": False, **_problem_lists(exc.problems)})
+            return 1
+        counts = SiteGraph(model).counts()
+        _print_json({"file": str(path), "ok": True, **_problem_lists(warnings), "counts": dict(counts)})
+        return 0
+    out = Console(highlight=False, soft_wrap=True)
+    loaded = _load(path, out)
+    if loaded is None:
+        return 1
+    model, warnings = loaded
+    _report(warnings, out)
+    c = SiteGraph(model).counts()
+    out.print(
+        f"{path}: OK: {c['buildings']} buildings, {c['floors']} floors, {c['zones']} zones, {c['devices']} devices, "
+        f"{c['points']} points, {len(model.device_types)} device types"
+        + (f" ({len(warnings)} warning(s))" if warnings else ""),
+        style="green",
+        markup=False,
+    )
+    return 0
+
+
+def _problem_lists(problems: Sequence[Problem]) -> dict[str, list[dict[str, Any]]]:
+    def one(p: Problem) -> dict[str, Any]:
+        return {"file": p.file, "line": p.line, "path": p.path, "message": p.message}
+
+    return {
+        "errors": [one(p) for p in problems if p.severity == "error"],
+        "warnings": [one(p) for p in problems if p.severity == "warning"],
+    }
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------- graph
+def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
+    path = find_site_model(args.path, settings)
+    out = Console(highlight=False, soft_wrap=True)
+    loaded = _load(path, Console(stderr=True, soft_wrap=True))
+    if loaded is None:
+        return 1
+    g = SiteGraph(loaded[0])
+    for name, value, known in (
+        ("building", args.building, g.buildings),
+        ("floor", args.floor, g.floors),
+    ):
+        if value is not None and value not in known:
+            Console(stderr=True).print(f"unknown {name} {value!r}; known: {', '.join(known)}", markup=False)
+            return 2
+    tree = _graph_data(g, args)
+    if args.json:
+        _print_json(tree)
+        return 0
+    root = Tree(f"[bold]{tree['name']}[/] ({tree['id']})")
+    for b in tree["buildings"]:
+        bt = root.add(f"[bold cyan]{b['name']}[/] ({b['id']}, {b['kind']})")
+        for f in b["floors"]:
+            ft = bt.add(f"[cyan]{f['name']}[/] ({f['id']})")
+            for z in f["zones"]:
+                extra = f", capacity {z['capacity']}" if z["capacity"] else ""
+                extra += ", bookable" if z["bookable"] else ""
+                zt = ft.add(f"{z['name']} ({z['id']}) [dim]{z['use']}, L{z['security_level']}{extra}[/]")
+                for d in z["devices"]:
+                    dt = zt.add(f"[green]{d['id']}[/] [dim]{d['kind']} · {d['type']} · {d['protocol']}[/]")
+                    for p in d.get("points", []):
+                        unit = f" [{p['unit']}]" if p["unit"] else ""
+                        rw = " rw" if p["writable"] else ""
+                        dt.add(f"{p['id']} [dim]{p['kind']}{unit}{rw}[/]", highlight=False)
+    out.print(root)
+    return 0
+
+
+def _graph_data(g: SiteGraph, args: argparse.Namespace) -> dict[str, Any]:
+    kinds = {DeviceKind(k) for k in args.kind} if args.kind else None
+    buildings = []
+    for b in g.buildings.values():
+        if args.building and b.id != args.building:
+            continue
+        floors = []
+        for f in b.floors:
+            if args.floor and f.id != args.floor:
+                continue
+            zones = []
+            for z in g.zones_on(f.id):
+                if args.level is not None and z.security_level != args.level:
+                    continue
+                devices = [d for d in g.devices_in(z.id) if kinds is None or d.kind in kinds]
+                if kinds is not None and not devices:
+                    continue
+                zones.append({
+                    "id": z.id, "name": z.spec.name, "use": z.spec.use.value,
+                    "security_level": z.security_level, "capacity": z.spec.capacity, "bookable": z.bookable,
+                    "devices": [_device_data(g, d.id, args.points) for d in devices],
+                })  # fmt: skip
+            if zones:
+                floors.append({"id": f.id, "name": f.name, "level": f.level, "zones": zones})
+        if floors:
+            buildings.append({"id": b.id, "name": b.name, "kind": b.kind.value, "floors": floors})
+    return {"id": g.site_id, "name": g.model.site.name, "buildings": buildings}
+
+
+def _device_data(g: SiteGraph, device: str, with_points: bool) -> dict[str, Any]:
+    d = g.devices[device]
+    data: dict[str, Any] = {"id": d.id, "kind": d.kind.value, "type": d.spec.type, "protocol": d.protocol}
+    if with_points:
+        data["points"] = [
+            {"id": g.points[p].id, "kind": g.points[p].kind.value, "unit": g.points[p].unit,
+             "writable": g.points[p].writable}
+            for p in d.points
+        ]  # fmt: skip
+    return data
+
+
+# ---------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.runtime import Runtime
+
+    path = find_site_model(args.path, settings)
+    loaded = _load(path, Console(stderr=True, soft_wrap=True))
+    if loaded is None:
+        return 1
+    model, warnings = loaded
+    for w in warnings:
+        log.warning("%s", w)
+    log.info("site model %s, state in %s", path, settings.state_dir)
+    runtime = Runtime(model, settings)
+    return asyncio.run(_serve(runtime))
+
+
+async def _serve(runtime: Any) -> int:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("%s received: stopping (send again to force)", signal.Signals(signum).name)
+            runtime.request_stop()
+        elif main is not None:
+            log.warning("second signal: cancelling everything now")
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await runtime.run()
+    except asyncio.CancelledError:
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+# ---------------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bmhub", description="Building-management hub.")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING ... (default $BMHUB_LOG_LEVEL or INFO)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    site_help = "site model file (default: $BMHUB_SITE_MODEL, ./site_model.yaml, or the bundled one)"
+    r = sub.add_parser("run", help="run the hub on a site model until SIGINT/SIGTERM")
+    r.add_argument("path", nargs="?", help=site_help)
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a site model; list every problem with file:line")
+    v.add_argument("path", nargs="?", help=site_help)
+    v.add_argument("--json", action="store_true", help="machine-readable result")
+    v.set_defaults(func=cmd_validate)
+
+    g = sub.add_parser("graph", help="show the site as a tree (buildings, floors, zones, devices)")
+    g.add_argument("path", nargs="?", help=site_help)
+    g.add_argument("--building", help="only this building id")
+    g.add_argument("--floor", help="only this floor id")
+    g.add_argument("--kind", action="append", choices=[k.value for k in DeviceKind],
+                   help="only devices of this kind (repeatable)")  # fmt: skip
+    g.add_argument("--level", type=int, choices=range(5), help="only zones of this security level")
+    g.add_argument("--points", action="store_true", help="list each device's points")
+    g.add_argument("--json", action="store_true", help="machine-readable tree")
+    g.set_defaults(func=cmd_graph)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic ValidationError: a BMHUB_* variable is wrong
+        print(f"bmhub: invalid environment settings: {exc}", file=sys.stderr)
+        return 2
+    level = (args.log_level or settings.log_level).upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `bmhub graph | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The composition root: builds bus, graph, state and services, runs them under one TaskGroup.
+
+Start order, each stage awaited until its services report ready (or ``start_timeout``):
+core → history → adapters → automations → api. Stop is the reverse, stage by stage, within
+``stop_timeout`` in total; tasks still running when a stage's share runs out are logged by name.
+Nothing takes "the hub" as a god object: each part gets exactly what it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from automations import OpeningHours
+from hub.bus import Bus
+from hub.calendar import Calendar
+from hub.clock import Clock, SystemClock
+from hub.graph import SiteGraph
+from hub.settings import Settings
+from hub.site import SiteModel
+from hub.state import StateStore
+from hub.supervisor import Service, ServiceHealth, supervise
+
+__all__ = ["STAGES", "Runtime", "StalenessWatch"]
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["core", "history", "adapters", "automations", "api"]
+STAGES: tuple[Stage, ...] = ("core", "history", "adapters", "automations", "api")
+
+
+@dataclass
+class StalenessWatch:
+    """Marks points stale on a fixed period (see :meth:`hub.state.StateStore.check_staleness`)."""
+
+    state: StateStore
+    period: float
+    clock: Clock
+    name: str = "staleness"
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        ready()
+        while True:
+            await self.clock.sleep(self.period)
+            self.state.check_staleness(self.clock.now())
+
+
+class Runtime:
+    def __init__(
+        self,
+        model: SiteModel,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        services: Iterable[tuple[Stage, Service]] = (),
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.bus = Bus()
+        self.graph = SiteGraph(model)
+        self.calendar = Calendar(model.calendar, model.site.timezone)
+        self.state = StateStore(
+            self.bus, {p.id: p.interval for p in self.graph.points.values()}, settings.state_dir, clock=self.clock
+        )
+        self.health: dict[str, ServiceHealth] = {}
+        self._services: list[tuple[Stage, Service]] = [
+            ("core", StalenessWatch(self.state, settings.staleness_check, self.clock)),
+            ("automations", OpeningHours(self.state, self.calendar, self.clock)),
+            *services,
+        ]
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Begin the staged shutdown (safe to call from a signal handler, more than once)."""
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self, *, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until :meth:`request_stop`; returns after the staged shutdown."""
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        tasks: dict[Stage, list[asyncio.Task[None]]] = {s: [] for s in STAGES}
+        async with self.bus:
+            self.state.attach()
+            async with asyncio.TaskGroup() as tg:
+                for stage in STAGES:
+                    for svc_stage, svc in self._services:
+                        if svc_stage != stage:
+                            continue
+                        h = self.health[svc.name] = ServiceHealth(svc.name, stage)
+                        tasks[stage].append(
+                            tg.create_task(supervise(svc, h, clock=self.clock), name=f"{stage}:{svc.name}")
+                        )
+                    await self._await_ready(stage)
+                    if self._stop.is_set():
+                        break
+                if not self._stop.is_set():
+                    log.info("bmhub running: %s", self.describe())
+                    if on_ready is not None:
+                        on_ready()
+                await self._stop.wait()
+                await self._shutdown(tasks)
+            self.state.detach()
+            try:
+                async with asyncio.timeout(0.5):
+                    await self.bus.drain()
+            except TimeoutError:
+                busy = [f"{s.name} ({s.queued} queued)" for s in self.bus.stats() if s.queued]
+                log.warning("bus subscribers still busy at shutdown: %s", ", ".join(busy) or "handlers running")
+        log.info("bmhub stopped")
+
+    def describe(self) -> str:
+        c = self.graph.counts()
+        return (
+            f"site {self.graph.site_id}: {c['buildings']} buildings, {c['zones']} zones, {c['devices']} devices, "
+            f"{c['points']} points; mode {self.state.mode.value}"
+        )
+
+    async def _await_ready(self, stage: Stage) -> None:
+        assert self._stop is not None
+        pending = [h for h in self.health.values() if h.stage == stage and not h.ready.is_set()]
+        if not pending:
+            return
+        stop = self._stop
+
+        async def all_ready() -> None:
+            for h in pending:
+                await h.ready.wait()
+
+        async def stopped() -> None:
+            await stop.wait()
+
+        waiters = [
+            asyncio.ensure_future(all_ready()),
+            asyncio.ensure_future(stopped()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=self.settings.start_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        late = [h.name for h in pending if not h.ready.is_set()]
+        if late and not self._stop.is_set():
+            log.warning("stage %s: still starting after %.0fs: %s (carrying on)", stage,
+                        self.settings.start_timeout, ", ".join(late))  # fmt: skip
+
+    async def _shutdown(self, tasks: dict[Stage, list[asyncio.Task[None]]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.stop_timeout
+        order = [s for s in reversed(STAGES) if tasks[s]]
+        for i, stage in enumerate(order):
+            running = [t for t in tasks[stage] if not t.done()]
+            if not running:
+                continue
+            for t in running:
+                t.cancel()
+            share = max(0.05, (deadline - loop.time()) / (len(order) - i))
+            _, pending = await asyncio.wait(running, timeout=share)
+            if pending:
+                log.error("stage %s: still running %.1fs after stop: %s", stage, share,
+                          ", ".join(sorted(t.get_name() for t in pending)))  # fmt: skip

@@ -1,0 +1,130 @@
+"""``bmhub`` as a user runs it: a real subprocess for ``run``, in-process for ``graph``."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+from hub.graph import SiteGraph
+from hub.site import load_site
+from tests.conftest import FIXTURES, ROOT, SITE_MODEL
+
+MINIMAL = FIXTURES / "site" / "minimal.yaml"
+
+
+def start_hub(tmp_path: Path, site: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BMHUB_STATE_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub", "run", str(site)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def read_until(proc: subprocess.Popen[bytes], needle: str, timeout: float = 20) -> str:
+    """Output up to and including the first line containing ``needle``."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+            if needle.encode() in out:
+                return out.decode()
+    raise AssertionError(f"{needle!r} not seen; output so far:\n{out.decode(errors='replace')}")
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return out.decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    saved_mode = {"mode": "drill", "since": "2026-11-24T01:00:00+00:00", "reason": "autumn evacuation drill"}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "mode.json").write_text(json.dumps(saved_mode))
+    proc = start_hub(tmp_path, MINIMAL)
+    try:
+        started = read_until(proc, "bmhub running")
+    except AssertionError:
+        finish(proc, 0)
+        raise
+    assert "restored site mode drill (since 2026-11-24T01:00:00+00:00: autumn evacuation drill)" in started
+    assert "site test-site: 1 buildings, 3 zones, 11 devices, 16 points; mode drill" in started
+    proc.send_signal(sig)
+    out = started + finish(proc, 10)  # a bound for the test, not a timing claim
+    assert proc.returncode == 0, out
+    assert f"{sig.name} received: stopping" in out
+    assert out.rstrip().endswith("bmhub stopped")
+    assert "Traceback" not in out
+    assert json.loads((tmp_path / "state" / "mode.json").read_text(encoding="utf-8")) == saved_mode
+    assert not list((tmp_path / "state").glob("*.tmp"))
+
+
+def test_run_refuses_a_broken_site_model(tmp_path: Path) -> None:
+    proc = start_hub(tmp_path, FIXTURES / "site" / "broken_fields.yaml")
+    out = finish(proc, 20)
+    assert proc.returncode == 1
+    assert "broken_fields.yaml:107: zones[2].security_level: must be 0-4, got 7" in out
+
+
+def test_graph_json_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", str(MINIMAL), "--json", "--level", "4", "--points"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    zones = [z for b in tree["buildings"] for f in b["floors"] for z in f["zones"]]
+    assert [z["id"] for z in zones] == ["machine-room"]
+    reader = next(d for d in zones[0]["devices"] if d["id"] == "mr-reader")
+    assert reader["points"] == [{"id": "mr-reader.door", "kind": "door", "unit": None, "writable": False}]
+
+    assert main(["graph", str(MINIMAL), "--json", "--kind", "signage", "--kind", "door"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    devices = [d["id"] for b in tree["buildings"] for f in b["floors"] for z in f["zones"] for d in z["devices"]]
+    assert devices == ["lobby-exit", "lobby-sign"]
+
+
+def test_graph_on_the_real_site_by_building_and_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    graph = SiteGraph(load_site(SITE_MODEL))
+    building = next(iter(graph.buildings))
+    assert main(["graph", str(SITE_MODEL), "--json", "--building", building, "--kind", "signage"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    assert [b["id"] for b in tree["buildings"]] == [building]
+    shown = sorted(d["id"] for b in tree["buildings"] for f in b["floors"] for z in f["zones"] for d in z["devices"])
+    assert shown == sorted(d.id for d in graph.find_devices(kind="signage", building=building))
+    assert shown
+
+
+def test_graph_tree_text_and_unknown_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", str(MINIMAL), "--floor", "hall-2f"]) == 0
+    text = capsys.readouterr().out
+    assert "Meeting room 201 (room-201)" in text
+    assert "mr-ups" in text
+    assert "Lobby" not in text
+    assert main(["graph", str(MINIMAL), "--building", "nowhere"]) == 2
+    assert "unknown building 'nowhere'; known: hall" in capsys.readouterr().err
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "bmhub"
+    result = subprocess.run([str(exe), "validate", str(MINIMAL)], capture_output=True, text=True, cwd=ROOT,
+                            timeout=30, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: 1 buildings, 2 floors, 3 zones, 11 devices, 16 points" in result.stdout

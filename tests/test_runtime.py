@@ -1,0 +1,107 @@
+"""The runtime: ordered start, staged stop, health, and the mode it resumes in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hub.events import Mode
+from hub.runtime import Runtime
+from hub.settings import Settings
+from hub.site import load_site
+from hub.state import StateStore
+from hub.supervisor import Health
+from tests.conftest import FIXTURES
+
+MINIMAL = FIXTURES / "site" / "minimal.yaml"
+
+
+class Recorder:
+    def __init__(self, name: str, log: list[str], *, stubborn: float = 0.0) -> None:
+        self.name = name
+        self.log = log
+        self.stubborn = stubborn
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        self.log.append(f"start {self.name}")
+        ready()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if self.stubborn:
+                # Cleanup that takes a while (a final flush); bounded, as every awaiting cleanup must be.
+                await asyncio.shield(asyncio.sleep(self.stubborn))
+            self.log.append(f"stop {self.name}")
+
+
+def settings(tmp_path: Path, **kw: float) -> Settings:
+    return Settings(state_dir=tmp_path, **kw)  # type: ignore[arg-type]
+
+
+async def test_starts_in_stage_order_and_stops_in_reverse(tmp_path: Path) -> None:
+    log: list[str] = []
+    rt = Runtime(
+        load_site(MINIMAL),
+        settings(tmp_path),
+        services=[
+            ("api", Recorder("api", log)),
+            ("adapters", Recorder("mqtt", log)),
+            ("history", Recorder("influx", log)),
+            ("automations", Recorder("energy", log)),
+        ],
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(rt.run(on_ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    assert log == ["start influx", "start mqtt", "start energy", "start api"]
+    assert {h.name: h.state for h in rt.health.values()} == {
+        "staleness": Health.RUNNING, "opening-hours": Health.RUNNING, "influx": Health.RUNNING,
+        "mqtt": Health.RUNNING, "energy": Health.RUNNING, "api": Health.RUNNING,
+    }  # fmt: skip
+    assert rt.state.mode in (Mode.NORMAL, Mode.AFTER_HOURS)  # the calendar has decided
+    rt.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert log[4:] == ["stop api", "stop energy", "stop mqtt", "stop influx"]
+    assert all(h.state is Health.STOPPED for h in rt.health.values())
+
+
+async def test_a_slow_stage_is_named_and_the_stop_stays_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[str] = []
+    rt = Runtime(load_site(MINIMAL), settings(tmp_path, stop_timeout=0.5),
+                 services=[("adapters", Recorder("bacnet", log, stubborn=0.6))])  # fmt: skip
+    ready = asyncio.Event()
+    task = asyncio.create_task(rt.run(on_ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    rt.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert "stage adapters: still running" in caplog.text
+    assert "adapters:bacnet" in caplog.text
+    assert log[-1] == "stop bacnet"  # its cleanup still completed before run() returned
+
+
+async def test_resumes_in_the_saved_mode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    from hub.bus import Bus
+
+    StateStore(Bus(), {}, tmp_path).set_mode(Mode.EMERGENCY, "EEW drill follow-up")
+    rt = Runtime(load_site(MINIMAL), settings(tmp_path))
+    ready = asyncio.Event()
+    task = asyncio.create_task(rt.run(on_ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    assert rt.state.mode is Mode.EMERGENCY  # the calendar automation does not override it
+    rt.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert "restored site mode emergency" in caplog.text
+
+
+async def test_stop_requested_before_start_returns_promptly(tmp_path: Path) -> None:
+    rt = Runtime(load_site(MINIMAL), settings(tmp_path))
+    rt.request_stop()
+    await asyncio.wait_for(rt.run(), 5)
+    assert all(h.state is Health.STOPPED for h in rt.health.values())
