@@ -1,6 +1,7 @@
 """``bmhub``: run the hub, validate a site model, show the site graph.
 
-Exit codes: 0 fine, 1 the input is wrong (invalid site model), 2 wrong usage, 130 interrupted.
+Exit codes: 0 fine, 1 the input is wrong (invalid site model, no status), 2 wrong usage, 3 the hub is not running
+(``status``), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.tree import Tree
 
 from hub.errors import ConfigError, Problem
@@ -181,6 +184,65 @@ def _device_data(g: SiteGraph, device: str, with_points: bool) -> dict[str, Any]
     return data
 
 
+# ---------------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.runtime import STATUS_FILE
+
+    path = settings.state_dir / STATUS_FILE
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        err.print(f"no status in {path}: the hub has not run with this BMHUB_STATE_DIR", markup=False)
+        return 1
+    except (OSError, ValueError) as exc:
+        err.print(f"cannot read {path}: {exc}", markup=False)
+        return 1
+    age = (datetime.now(UTC) - datetime.fromisoformat(status["written"])).total_seconds()
+    alive = _pid_alive(int(status.get("pid", 0)))
+    if status.get("running") and (not alive or age > 3 * float(status.get("interval", 5))):
+        status["running"] = False
+        status["warning"] = f"last snapshot is {age:.0f}s old and the hub (pid {status.get('pid')}) is not running"
+    if args.json:
+        _print_json(status)
+        return 0 if status["running"] else 3
+    out = Console(highlight=False, soft_wrap=True)
+    mode = status["mode"]
+    state = "running" if status["running"] else "not running"
+    out.print(
+        f"[bold]{status['site']}[/]: hub {state}; mode [bold]{mode['mode']}[/] since {mode['since']} ({mode['reason']})"
+    )
+    if "warning" in status:
+        out.print(status["warning"], style="yellow", markup=False)
+    table = Table("service", "stage", "state", "since", "restarts", "last error", box=None)
+    for s in status["services"]:
+        colour = {"running": "green", "retrying": "yellow", "failed": "red"}.get(s["state"], "")
+        table.add_row(s["name"], s["stage"], f"[{colour}]{s['state']}[/]" if colour else s["state"], _short_time(s["since"]),
+                      str(s["restarts"]), s["last_error"] or "")  # fmt: skip
+    out.print(table)
+    out.print("points: " + ", ".join(f"{k} {v}" for k, v in status["points"].items()))
+    drops = [f"{b['name']} dropped {b['dropped']}" for b in status["bus"] if b["dropped"]]
+    out.print("bus: " + (", ".join(drops) if drops else "no drops"))
+    return 0 if status["running"] else 3
+
+
+def _short_time(iso: str | None) -> str:
+    """An ISO time as local ``YYYY-MM-DD HH:MM:SS`` for tables."""
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ---------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from hub.runtime import Runtime
@@ -239,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path", nargs="?", help=site_help)
     v.add_argument("--json", action="store_true", help="machine-readable result")
     v.set_defaults(func=cmd_validate)
+
+    st = sub.add_parser("status", help="health of a running hub (from $BMHUB_STATE_DIR/status.json); exit 3 if down")
+    st.add_argument("--json", action="store_true", help="machine-readable status")
+    st.set_defaults(func=cmd_status)
 
     g = sub.add_parser("graph", help="show the site as a tree (buildings, floors, zones, devices)")
     g.add_argument("path", nargs="?", help=site_help)

@@ -9,22 +9,29 @@ Nothing takes "the hub" as a god object: each part gets exactly what it uses.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 from automations import OpeningHours
 from hub.bus import Bus
 from hub.calendar import Calendar
 from hub.clock import Clock, SystemClock
+from hub.fileio import write_atomic
 from hub.graph import SiteGraph
 from hub.settings import Settings
 from hub.site import SiteModel
 from hub.state import StateStore
 from hub.supervisor import Service, ServiceHealth, supervise
 
-__all__ = ["STAGES", "Runtime", "StalenessWatch"]
+__all__ = ["STAGES", "STATUS_FILE", "Runtime", "StalenessWatch", "StatusWriter"]
+
+STATUS_FILE = "status.json"
+"""Snapshot of health, mode, point quality and bus counters in the state directory (``bmhub status``)."""
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,26 @@ class StalenessWatch:
             self.state.check_staleness(self.clock.now())
 
 
+@dataclass
+class StatusWriter:
+    """Writes :meth:`Runtime.status` to ``status.json`` every ``period`` seconds, for ``bmhub status``."""
+
+    snapshot: Callable[[], dict[str, Any]]
+    path: Path
+    period: float
+    clock: Clock
+    name: str = "status"
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        while True:
+            self.write()
+            ready()
+            await self.clock.sleep(self.period)
+
+    def write(self) -> None:
+        write_atomic(self.path, json.dumps(self.snapshot(), ensure_ascii=False, indent=1).encode())
+
+
 class Runtime:
     def __init__(
         self,
@@ -66,8 +93,11 @@ class Runtime:
             self.bus, {p.id: p.interval for p in self.graph.points.values()}, settings.state_dir, clock=self.clock
         )
         self.health: dict[str, ServiceHealth] = {}
+        self._running = False
+        self._status = StatusWriter(self.status, settings.state_dir / STATUS_FILE, settings.status_interval, self.clock)
         self._services: list[tuple[Stage, Service]] = [
             ("core", StalenessWatch(self.state, settings.staleness_check, self.clock)),
+            ("core", self._status),
             ("automations", OpeningHours(self.state, self.calendar, self.clock)),
             *services,
         ]
@@ -101,11 +131,14 @@ class Runtime:
                     if self._stop.is_set():
                         break
                 if not self._stop.is_set():
+                    self._running = True
+                    self._status.write()
                     log.info("bmhub running: %s", self.describe())
                     if on_ready is not None:
                         on_ready()
                 await self._stop.wait()
                 await self._shutdown(tasks)
+                self._running = False
             self.state.detach()
             try:
                 async with asyncio.timeout(0.5):
@@ -113,7 +146,24 @@ class Runtime:
             except TimeoutError:
                 busy = [f"{s.name} ({s.queued} queued)" for s in self.bus.stats() if s.queued]
                 log.warning("bus subscribers still busy at shutdown: %s", ", ".join(busy) or "handlers running")
+        self._status.write()
         log.info("bmhub stopped")
+
+    def status(self) -> dict[str, Any]:
+        """Health of every service, the mode, point quality counts and bus counters (JSON-ready)."""
+        mode = self.state.mode_record
+        return {
+            "site": self.graph.site_id,
+            "pid": os.getpid(),
+            "running": self._running,
+            "written": self.clock.now().isoformat(),
+            "interval": self.settings.status_interval,
+            "mode": mode.to_json(),
+            "services": [h.to_json() for h in self.health.values()],
+            "points": self.state.counts(),
+            "bus": [{**asdict(s), "overflow": s.overflow.value} for s in self.bus.stats()],
+            "counts": dict(self.graph.counts()),
+        }
 
     def describe(self) -> str:
         c = self.graph.counts()

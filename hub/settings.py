@@ -27,3 +27,4 @@ class Settings(BaseSettings):
     start_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a stage to be ready.")
     stop_timeout: float = Field(default=5.0, gt=0, description="Seconds for the whole staged shutdown.")
     staleness_check: float = Field(default=5.0, gt=0, description="Seconds between staleness scans.")
+    status_interval: float = Field(default=5.0, gt=0, description="Seconds between status.json snapshots.")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from hub.bus import Bus, Overflow, Unsubscribe
 from hub.clock import Clock, SystemClock
 from hub.events import Context, Mode, ModeChanged, PointState, Quality, Reading, StateChanged
+from hub.fileio import write_atomic
 
 __all__ = ["STALE_FACTOR", "ModeRecord", "StateStore"]
 
@@ -182,18 +182,4 @@ class StateStore:
         return record
 
     def _write_mode(self, record: ModeRecord) -> None:
-        self._mode_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._mode_file.with_suffix(".json.tmp")
-        data = json.dumps(record.to_json(), ensure_ascii=False).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._mode_file)
-        dfd = os.open(self._mode_file.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self._mode_file, json.dumps(record.to_json(), ensure_ascii=False).encode())

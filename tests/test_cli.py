@@ -47,6 +47,18 @@ def read_until(proc: subprocess.Popen[bytes], needle: str, timeout: float = 20) 
     raise AssertionError(f"{needle!r} not seen; output so far:\n{out.decode(errors='replace')}")
 
 
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BMHUB_STATE_DIR": str(tmp_path / "state")}
+    return subprocess.run([sys.executable, "-m", "hub", *args], env=env, capture_output=True, text=True, timeout=30,
+                          check=False)  # fmt: skip
+
+
+def test_status_without_a_hub(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "status")
+    assert result.returncode == 1
+    assert f"no status in {tmp_path / 'state' / 'status.json'}" in result.stderr
+
+
 def finish(proc: subprocess.Popen[bytes], timeout: float) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -70,6 +82,12 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
         raise
     assert "restored site mode drill (since 2026-11-24T01:00:00+00:00: autumn evacuation drill)" in started
     assert "site test-site: 1 buildings, 3 zones, 11 devices, 16 points; mode drill" in started
+    status = run_cli(tmp_path, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    live = json.loads(status.stdout)
+    assert live["running"] is True
+    assert live["mode"]["mode"] == "drill"
+    assert {s["name"] for s in live["services"] if s["state"] == "running"} == {"staleness", "status", "opening-hours"}
     proc.send_signal(sig)
     out = started + finish(proc, 10)  # a bound for the test, not a timing claim
     assert proc.returncode == 0, out
@@ -77,6 +95,9 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
     assert out.rstrip().endswith("bmhub stopped")
     assert "Traceback" not in out
     assert json.loads((tmp_path / "state" / "mode.json").read_text(encoding="utf-8")) == saved_mode
+    after = run_cli(tmp_path, "status")
+    assert after.returncode == 3
+    assert "test-site: hub not running; mode drill" in after.stdout
     assert not list((tmp_path / "state").glob("*.tmp"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.events import Mode
-from hub.runtime import Runtime
+from hub.runtime import STATUS_FILE, Runtime
 from hub.settings import Settings
 from hub.site import load_site
 from hub.state import StateStore
@@ -56,10 +57,15 @@ async def test_starts_in_stage_order_and_stops_in_reverse(tmp_path: Path) -> Non
     )
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set))
-    await asyncio.wait_for(ready.wait(), 5)
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+    except TimeoutError:
+        task.cancel()
+        raise
     assert log == ["start influx", "start mqtt", "start energy", "start api"]
     assert {h.name: h.state for h in rt.health.values()} == {
-        "staleness": Health.RUNNING, "opening-hours": Health.RUNNING, "influx": Health.RUNNING,
+        "staleness": Health.RUNNING,
+        "status": Health.RUNNING, "opening-hours": Health.RUNNING, "influx": Health.RUNNING,
         "mqtt": Health.RUNNING, "energy": Health.RUNNING, "api": Health.RUNNING,
     }  # fmt: skip
     assert rt.state.mode in (Mode.NORMAL, Mode.AFTER_HOURS)  # the calendar has decided
@@ -105,3 +111,23 @@ async def test_stop_requested_before_start_returns_promptly(tmp_path: Path) -> N
     rt.request_stop()
     await asyncio.wait_for(rt.run(), 5)
     assert all(h.state is Health.STOPPED for h in rt.health.values())
+
+
+async def test_status_snapshot_shows_health_mode_points_and_bus(tmp_path: Path) -> None:
+    rt = Runtime(load_site(MINIMAL), settings(tmp_path), services=[("adapters", Recorder("mqtt", []))])
+    ready = asyncio.Event()
+    task = asyncio.create_task(rt.run(on_ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    live = json.loads((tmp_path / STATUS_FILE).read_text(encoding="utf-8"))
+    rt.request_stop()
+    await asyncio.wait_for(task, 5)
+    final = json.loads((tmp_path / STATUS_FILE).read_text(encoding="utf-8"))
+
+    assert live["running"] is True
+    assert live["site"] == "test-site"
+    assert {s["name"]: s["state"] for s in live["services"]}["mqtt"] == "running"
+    assert live["points"]["unknown"] == 16  # nothing has reported yet
+    assert {b["name"] for b in live["bus"]} == {"state"}
+    assert live["mode"]["mode"] in ("normal", "after-hours")
+    assert final["running"] is False
+    assert {s["state"] for s in final["services"]} == {"stopped"}
