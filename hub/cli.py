@@ -217,8 +217,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     table = Table("service", "stage", "state", "since", "restarts", "last error", box=None)
     for s in status["services"]:
         colour = {"running": "green", "retrying": "yellow", "failed": "red"}.get(s["state"], "")
-        table.add_row(s["name"], s["stage"], f"[{colour}]{s['state']}[/]" if colour else s["state"], _short_time(s["since"]),
-                      str(s["restarts"]), s["last_error"] or "")  # fmt: skip
+        state = f"[{colour}]{s['state']}[/]" if colour else s["state"]
+        table.add_row(s["name"], s["stage"], state, _short_time(s["since"]), str(s["restarts"]), s["last_error"] or "")
     out.print(table)
     out.print("points: " + ", ".join(f"{k} {v}" for k, v in status["points"].items()))
     drops = [f"{b['name']} dropped {b['dropped']}" for b in status["bus"] if b["dropped"]]
