@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -124,19 +125,19 @@ def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(tree)
         return 0
-    root = Tree(f"[bold]{tree['name']}[/] ({tree['id']})")
+    root = Tree(f"[bold]{escape(tree['name'])}[/] ({tree['id']})")
     for b in tree["buildings"]:
-        bt = root.add(f"[bold cyan]{b['name']}[/] ({b['id']}, {b['kind']})")
+        bt = root.add(f"[bold cyan]{escape(b['name'])}[/] ({b['id']}, {b['kind']})")
         for f in b["floors"]:
-            ft = bt.add(f"[cyan]{f['name']}[/] ({f['id']})")
+            ft = bt.add(f"[cyan]{escape(f['name'])}[/] ({f['id']})")
             for z in f["zones"]:
                 extra = f", capacity {z['capacity']}" if z["capacity"] else ""
                 extra += ", bookable" if z["bookable"] else ""
-                zt = ft.add(f"{z['name']} ({z['id']}) [dim]{z['use']}, L{z['security_level']}{extra}[/]")
+                zt = ft.add(f"{escape(z['name'])} ({z['id']}) [dim]{z['use']}, L{z['security_level']}{extra}[/]")
                 for d in z["devices"]:
                     dt = zt.add(f"[green]{d['id']}[/] [dim]{d['kind']} · {d['type']} · {d['protocol']}[/]")
                     for p in d.get("points", []):
-                        unit = f" [{p['unit']}]" if p["unit"] else ""
+                        unit = escape(f" [{p['unit']}]") if p["unit"] else ""
                         rw = " rw" if p["writable"] else ""
                         dt.add(f"{p['id']} [dim]{p['kind']}{unit}{rw}[/]", highlight=False)
     out.print(root)
@@ -218,7 +219,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for s in status["services"]:
         colour = {"running": "green", "retrying": "yellow", "failed": "red"}.get(s["state"], "")
         state = f"[{colour}]{s['state']}[/]" if colour else s["state"]
-        table.add_row(s["name"], s["stage"], state, _short_time(s["since"]), str(s["restarts"]), s["last_error"] or "")
+        table.add_row(
+            s["name"], s["stage"], state, _short_time(s["since"]), str(s["restarts"]), escape(s["last_error"] or "")
+        )
     out.print(table)
     out.print("points: " + ", ".join(f"{k} {v}" for k, v in status["points"].items()))
     drops = [f"{b['name']} dropped {b['dropped']}" for b in status["bus"] if b["dropped"]]

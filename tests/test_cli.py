@@ -149,3 +149,14 @@ def test_console_script_is_installed() -> None:
                             timeout=30, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: 1 buildings, 2 floors, 3 zones, 11 devices, 16 points" in result.stdout
+
+
+def test_graph_text_shows_units_and_names_literally(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Units like [degC] and names with brackets must not be swallowed as console markup."""
+    site = tmp_path / "site.yaml"
+    site.write_text(MINIMAL.read_text(encoding="utf-8").replace("name: Lobby", "name: Lobby [main]"), encoding="utf-8")
+    assert main(["graph", str(site), "--points"]) == 0
+    text = capsys.readouterr().out
+    assert "room-201-vav.zone_temp temperature [degC]" in text
+    assert "lobby-meter.power power [kW]" in text
+    assert "Lobby [main] (lobby)" in text

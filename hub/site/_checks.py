@@ -82,12 +82,13 @@ def _findings(m: SiteModel) -> Iterator[tuple[Path, str, bool]]:
                 yield (*dp, "protocol"), f"device type {dev.type!r} speaks {dtype.protocol}, not {dev.protocol}", False
             if (
                 zone.security_level == 4
-                and dtype.kind == DeviceKind.DOOR_READER
+                and dtype.kind in (DeviceKind.DOOR_READER, DeviceKind.FLAPPER_GATE)
                 and Capability.BIOMETRIC not in dtype.capabilities
             ):
+                what = "reader" if dtype.kind == DeviceKind.DOOR_READER else "flapper gate"
                 yield (
                     (*dp, "type"),
-                    (f"zone {zone.id!r} is security level 4 but reader type {dev.type!r} cannot do biometrics"),
+                    f"zone {zone.id!r} is security level 4 but {what} type {dev.type!r} cannot do biometrics",
                     False,
                 )
             for pi, src in enumerate(dev.powered_by):

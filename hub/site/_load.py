@@ -108,6 +108,8 @@ def _message(err: ErrorDetails) -> str:
         return f"must be {want}, got {_shown(value)}"
     if kind == "too_short":
         return f"must have at least {ctx.get('min_length')} item(s)"
+    if kind == "string_too_short":
+        return f"must have at least {ctx['min_length']} character(s)"
     if kind == "string_too_long":
         return f"must be at most {ctx['max_length']} characters, got {_shown(value)}"
     if kind.startswith(("time_", "date_")):

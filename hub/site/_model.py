@@ -8,13 +8,14 @@ in :mod:`hub.site._checks`, once the structure is known to be sound.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -254,6 +255,16 @@ def _month_day(value: str) -> str:
 MonthDay = Annotated[str, AfterValidator(_month_day)]
 
 
+def _local_time(value: object) -> object:
+    # YAML or JSON could hand pydantic a number (seconds) or an offset time; opening hours are local "HH:MM".
+    if not isinstance(value, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d(:[0-5]\d)?", value):
+        raise _fail(f"must be a local time of day as HH:MM, got {value!r}")
+    return value
+
+
+LocalTime = Annotated[time, BeforeValidator(_local_time)]
+
+
 class Closure(_Model):
     """A yearly closure, e.g. the year-end holidays 12-29 to 01-03 (the range may wrap the new year)."""
 
@@ -265,8 +276,8 @@ class Closure(_Model):
 class BusinessCalendar(_Model):
     """When the halls are open to the public. Outside these hours the site is in ``after-hours`` mode."""
 
-    open: time
-    close: time
+    open: LocalTime
+    close: LocalTime
     days: list[Weekday] = Field(min_length=1)
     public_holidays: Literal["JP"] | None = "JP"
     closures: list[Closure] = []
@@ -277,6 +288,11 @@ class BusinessCalendar(_Model):
     def _open_before_close(self) -> BusinessCalendar:
         if self.open >= self.close:
             raise _fail(f"open ({self.open:%H:%M}) must be before close ({self.close:%H:%M})")
+        if len(set(self.days)) != len(self.days):
+            raise _fail("days lists a weekday twice")
+        both = sorted(set(self.extra_open) & set(self.extra_closed))
+        if both:
+            raise _fail(f"{', '.join(map(str, both))} in both extra_open and extra_closed")
         return self
 
 
@@ -454,10 +470,21 @@ class _DeviceBase(_Model):
     powered_by: list[Id] = Field(default=[], description="Power sources (UPS, PDU, generator) feeding it.")
 
 
+def _ipv4_port(value: str) -> str:
+    host, _, port = value.partition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        if port and not 1 <= int(port) <= 65535:
+            raise ValueError
+    except ValueError:
+        raise _fail(f"must be IPv4[:port] (e.g. 192.0.2.10:47808), got {value!r}") from None
+    return value
+
+
 class BacnetDevice(_DeviceBase):
     protocol: Literal["bacnet"]
     instance: Annotated[int, Field(ge=0, le=4194302)]
-    address: Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$")] | None = Field(
+    address: Annotated[str, AfterValidator(_ipv4_port)] | None = Field(
         default=None, description="IPv4[:port]; omitted, the device is found by Who-Is on its instance."
     )
 
@@ -471,7 +498,7 @@ class ModbusDevice(_DeviceBase):
 
 class MqttDevice(_DeviceBase):
     protocol: Literal["mqtt"]
-    topic: Annotated[str, AfterValidator(_check_topic)]
+    topic: Annotated[str, Field(min_length=1), AfterValidator(_check_topic)]
 
 
 class NutDevice(_DeviceBase):

@@ -47,8 +47,7 @@ def _problems(name: str) -> list[str]:
 
 BROKEN = {
     "broken_fields.yaml": [
-        "12: calendar.close: input should be in a valid time format, hour value is outside expected range of "
-        "0-23, got '25:00'",
+        "12: calendar.close: must be a local time of day as HH:MM, got '25:00'",
         "24: device_types.vav.points[1].object: must be a BACnet object as type:instance (e.g. analog-input:1), "
         "got 'analog-val:1'",
         "70: device_types.pdu.points[0]: type must be bool for table coil, got uint16",
@@ -157,3 +156,32 @@ def test_cli_validate_json(capsys: pytest.CaptureFixture[str]) -> None:
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] is True
     assert result["counts"] == {"buildings": 1, "floors": 2, "zones": 3, "devices": 11, "points": 16}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  close: 17:15\n", "  close: 1035\n", "12: calendar.close: must be a local time of day as HH:MM, got 1035"),
+        ("  close: 17:15\n", '  close: "17:15+09:00"\n',
+         "12: calendar.close: must be a local time of day as HH:MM, got '17:15+09:00'"),
+        ("  days: [mon, tue, wed, thu, fri]\n", "  days: [mon, mon]\n", "10: calendar: days lists a weekday twice"),
+        ("  public_holidays: JP\n", "  public_holidays: JP\n  extra_open: [2026-11-29]\n  extra_closed: [2026-11-29]\n",
+         "10: calendar: 2026-11-29 in both extra_open and extra_closed"),
+        ('address: "127.0.1.1:47808"', 'address: "999.1.1.1:47808"',
+         "100: zones[1].devices[0].address: must be IPv4[:port] (e.g. 192.0.2.10:47808), got '999.1.1.1:47808'"),
+        ("topic: field/room-201-occ}", 'topic: ""}',
+         "101: zones[1].devices[1].topic: must have at least 1 character(s)"),
+        ("    kind: door-reader\n    protocol: mqtt\n    capabilities: [card, biometric]\n",
+         "    kind: flapper-gate\n    protocol: mqtt\n    capabilities: [card]\n",
+         "110: zones[2].devices[0].type: zone 'machine-room' is security level 4 but flapper gate type 'bio-reader' "
+         "cannot do biometrics"),
+    ],
+)  # fmt: skip
+def test_more_field_rules(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = (SITE_FIXTURES / "minimal.yaml").read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    f = tmp_path / "site_model.yaml"
+    f.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_site(f)
+    assert [str(p) for p in info.value.problems] == [f"{f}:{message}"]
