@@ -18,39 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = [
-    "BACNET_OBJECT_TYPES",
-    "BacnetDevice",
-    "BacnetDeviceType",
-    "BacnetPoint",
-    "Building",
-    "BuildingKind",
-    "BusinessCalendar",
-    "Capability",
-    "Closure",
-    "Device",
-    "DeviceKind",
-    "DeviceType",
-    "Floor",
-    "JmaArea",
-    "ModbusDevice",
-    "ModbusDeviceType",
-    "ModbusPoint",
-    "MqttDevice",
-    "MqttDeviceType",
-    "MqttPoint",
-    "NutDevice",
-    "NutDeviceType",
-    "NutPoint",
-    "Point",
-    "PointKind",
-    "SiteInfo",
-    "SiteModel",
-    "Weekday",
-    "Zone",
-    "ZoneUse",
-]
-
 
 def _fail(message: str) -> PydanticCustomError:
     # Braces in a value would be read as template fields by pydantic: escape them.
