@@ -74,7 +74,9 @@ BROKEN = {
         "114: zones[2].devices[3].powered_by[0]: 'mr-meter' is a power-meter, not a power source",
         "115: zones[2].devices[4].powered_by: power chain loops: mr-pdu-b → mr-meter → mr-pdu-b",
     ],
-    "broken_syntax.yaml": ["4: YAML syntax error: while parsing a flow sequence expected ',' or ']', but got ':'"],
+    "broken_syntax.yaml": [
+        "4: YAML syntax error: while parsing a flow sequence started at line 3: did not find expected ',' or ']'"
+    ],
     "duplicate_key.yaml": ["4: site.id: duplicate key (first defined at line 2)"],
 }
 
@@ -96,6 +98,11 @@ def test_each_broken_line_really_holds_the_fault() -> None:
     ("content", "message"),
     [
         ("", "1: file is empty"),
+        (
+            "site:\n\t- 1\n",
+            "2: YAML syntax error: while scanning for the next token: found character that cannot "
+            "start any token (this line has a tab: YAML indents with spaces only)",
+        ),
         ("- just\n- a list\n", "1: the site model must be a mapping (site:, calendar:, zones: ...)"),
         (
             "site: {id: Bad Id}\n",
