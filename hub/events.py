@@ -23,6 +23,7 @@ __all__ = [
     "Event",
     "Mode",
     "ModeChanged",
+    "OccupancyChanged",
     "PointState",
     "Quality",
     "Reading",
@@ -163,3 +164,15 @@ class ModeChanged(Event):
     old: Mode
     new: Mode
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OccupancyChanged(Event):
+    """A zone's occupancy as the booking app sees it, from the zone's occupancy sensors."""
+
+    zone: str
+    occupied: bool | None  # None: no sensor has reported yet
+    count: int | None  # people counted by the sensors, if they count
+    capacity: int | None
+    since: datetime  # when ``occupied`` last flipped
+    quality: Quality  # the worst quality among the zone's occupancy points

@@ -12,17 +12,19 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from automations import OpeningHours
+from hub.adapter import ADAPTER_PROTOCOLS, AdapterContext, Stage, load_adapters
 from hub.bus import Bus
 from hub.calendar import Calendar
 from hub.clock import Clock, SystemClock
 from hub.fileio import write_atomic
 from hub.graph import SiteGraph
+from hub.occupancy import OccupancyTracker
 from hub.settings import Settings
 from hub.site import SiteModel
 from hub.state import StateStore
@@ -35,7 +37,6 @@ STATUS_FILE = "status.json"
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["core", "history", "adapters", "automations", "api"]
 STAGES: tuple[Stage, ...] = ("core", "history", "adapters", "automations", "api")
 
 
@@ -83,7 +84,10 @@ class Runtime:
         *,
         clock: Clock | None = None,
         services: Iterable[tuple[Stage, Service]] = (),
+        adapters: Sequence[str] = ADAPTER_PROTOCOLS,
     ) -> None:
+        """``adapters``: protocols to bridge (each loaded only if the site uses it; MQTT always).
+        ``services``: extra supervised services, e.g. the simulated building of ``bmhub demo``."""
         self.settings = settings
         self.clock = clock or SystemClock()
         self.bus = Bus()
@@ -92,12 +96,15 @@ class Runtime:
         self.state = StateStore(
             self.bus, {p.id: p.interval for p in self.graph.points.values()}, settings.state_dir, clock=self.clock
         )
+        self.occupancy = OccupancyTracker(self.bus, self.graph)
         self.health: dict[str, ServiceHealth] = {}
         self._running = False
+        ctx = AdapterContext(self.bus, self.graph, self.state, self.occupancy, settings, self.clock)
         self._status = StatusWriter(self.status, settings.state_dir / STATUS_FILE, settings.status_interval, self.clock)
         self._services: list[tuple[Stage, Service]] = [
             ("core", StalenessWatch(self.state, settings.staleness_check, self.clock)),
             ("core", self._status),
+            *load_adapters(ctx, adapters),
             ("automations", OpeningHours(self.state, self.calendar, self.clock)),
             *services,
         ]
@@ -118,6 +125,7 @@ class Runtime:
         tasks: dict[Stage, list[asyncio.Task[None]]] = {s: [] for s in STAGES}
         async with self.bus:
             self.state.attach()
+            self.occupancy.attach()
             async with asyncio.TaskGroup() as tg:
                 for stage in STAGES:
                     for svc_stage, svc in self._services:
@@ -140,6 +148,7 @@ class Runtime:
                 await self._shutdown(tasks)
                 self._running = False
             self.state.detach()
+            self.occupancy.detach()
             try:
                 async with asyncio.timeout(0.5):
                     await self.bus.drain()
@@ -163,6 +172,9 @@ class Runtime:
             "points": self.state.counts(),
             "bus": [{**asdict(s), "overflow": s.overflow.value} for s in self.bus.stats()],
             "counts": dict(self.graph.counts()),
+            "details": {
+                svc.name: details() for _, svc in self._services if callable(details := getattr(svc, "details", None))
+            },
         }
 
     def describe(self) -> str:

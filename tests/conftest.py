@@ -82,3 +82,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("asyncio") is not None and isinstance(item, pytest.Function):
             item.fixturenames.append("_no_leaked_tasks")
+
+
+pytest_plugins = ["tests.servers"]

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import pytest
 
 from hub.bus import Bus, Overflow
 from hub.events import Command, Context, Event, Reading, StateChanged
+from tests.helpers import until
 
 
 def reading(point: str, value: float) -> Reading:
     return Reading(point=point, value=value, source="test")
-
-
-async def wait_for(predicate: Callable[[], bool]) -> None:
-    """Poll a condition that no event signals (the per-test timeout bounds it)."""
-    while not predicate():  # noqa: ASYNC110 - the condition is on plain lists, there is no event to wait on
-        await asyncio.sleep(0.001)
 
 
 async def test_slow_subscriber_does_not_delay_others() -> None:
@@ -35,10 +29,10 @@ async def test_slow_subscriber_does_not_delay_others() -> None:
         bus.subscribe(Reading, slow, name="slow", maxsize=10)
         bus.subscribe(Reading, fast_got.append, name="fast")
         bus.publish(reading("ahu-1.supply_temp", 0))
-        await wait_for(lambda: len(fast_got) == 1)  # by now the slow one is stuck in its handler with event 0
+        await until(lambda: len(fast_got) == 1, "the first event")  # the slow one is now stuck holding event 0
         for i in range(1, 1000):
             bus.publish(reading("ahu-1.supply_temp", i))
-        await wait_for(lambda: len(fast_got) == 1000)
+        await until(lambda: len(fast_got) == 1000, "delivery")
         # The fast subscriber got everything while the slow one has not finished even its first event.
         assert slow_got == []
         assert [r.value for r in fast_got] == list(range(1000))
@@ -48,7 +42,7 @@ async def test_slow_subscriber_does_not_delay_others() -> None:
         assert stats["slow"].dropped == 999 - 10
         assert stats["slow"].high_water == 10
         release.set()
-        await wait_for(lambda: len(slow_got) == 11)
+        await until(lambda: len(slow_got) == 11, "delivery")
         assert [r.value for r in slow_got] == [0, *range(990, 1000)]  # drop-oldest keeps the latest
 
 
@@ -67,7 +61,7 @@ async def test_drop_newest_keeps_what_was_queued() -> None:
         for i in range(1, 10):
             bus.publish(reading("p.x", i))
         release.set()
-        await wait_for(lambda: len(got) == 4)
+        await until(lambda: len(got) == 4, "delivery")
         assert got == [0, 1, 2, 3]
         assert bus.stats()[0].dropped == 6
 

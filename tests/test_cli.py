@@ -87,7 +87,13 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
     live = json.loads(status.stdout)
     assert live["running"] is True
     assert live["mode"]["mode"] == "drill"
-    assert {s["name"] for s in live["services"] if s["state"] == "running"} == {"staleness", "status", "opening-hours"}
+    assert {s["name"] for s in live["services"] if s["state"] == "running"} == {
+        "staleness",
+        "status",
+        "opening-hours",
+        "mqtt-broker",
+        "mqtt",
+    }
     proc.send_signal(sig)
     out = started + finish(proc, 10)  # a bound for the test, not a timing claim
     assert proc.returncode == 0, out

@@ -48,6 +48,7 @@ async def test_starts_in_stage_order_and_stops_in_reverse(tmp_path: Path) -> Non
     rt = Runtime(
         load_site(MINIMAL),
         settings(tmp_path),
+        adapters=(),
         services=[
             ("api", Recorder("api", log)),
             ("adapters", Recorder("mqtt", log)),
@@ -79,7 +80,7 @@ async def test_a_slow_stage_is_named_and_the_stop_stays_bounded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     log: list[str] = []
-    rt = Runtime(load_site(MINIMAL), settings(tmp_path, stop_timeout=0.5),
+    rt = Runtime(adapters=(), model=load_site(MINIMAL), settings=settings(tmp_path, stop_timeout=0.5),
                  services=[("adapters", Recorder("bacnet", log, stubborn=0.6))])  # fmt: skip
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set))
@@ -96,7 +97,7 @@ async def test_resumes_in_the_saved_mode(tmp_path: Path, caplog: pytest.LogCaptu
     from hub.bus import Bus
 
     StateStore(Bus(), {}, tmp_path).set_mode(Mode.EMERGENCY, "EEW drill follow-up")
-    rt = Runtime(load_site(MINIMAL), settings(tmp_path))
+    rt = Runtime(adapters=(), model=load_site(MINIMAL), settings=settings(tmp_path))
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set))
     await asyncio.wait_for(ready.wait(), 5)
@@ -107,14 +108,19 @@ async def test_resumes_in_the_saved_mode(tmp_path: Path, caplog: pytest.LogCaptu
 
 
 async def test_stop_requested_before_start_returns_promptly(tmp_path: Path) -> None:
-    rt = Runtime(load_site(MINIMAL), settings(tmp_path))
+    rt = Runtime(adapters=(), model=load_site(MINIMAL), settings=settings(tmp_path))
     rt.request_stop()
     await asyncio.wait_for(rt.run(), 5)
     assert all(h.state is Health.STOPPED for h in rt.health.values())
 
 
 async def test_status_snapshot_shows_health_mode_points_and_bus(tmp_path: Path) -> None:
-    rt = Runtime(load_site(MINIMAL), settings(tmp_path), services=[("adapters", Recorder("mqtt", []))])
+    rt = Runtime(
+        adapters=(),
+        model=load_site(MINIMAL),
+        settings=settings(tmp_path),
+        services=[("adapters", Recorder("mqtt", []))],
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set))
     await asyncio.wait_for(ready.wait(), 5)
@@ -127,7 +133,7 @@ async def test_status_snapshot_shows_health_mode_points_and_bus(tmp_path: Path) 
     assert live["site"] == "test-site"
     assert {s["name"]: s["state"] for s in live["services"]}["mqtt"] == "running"
     assert live["points"]["unknown"] == 16  # nothing has reported yet
-    assert {b["name"] for b in live["bus"]} == {"state"}
+    assert {b["name"] for b in live["bus"]} == {"state", "occupancy"}
     assert live["mode"]["mode"] in ("normal", "after-hours")
     assert final["running"] is False
     assert {s["state"] for s in final["services"]} == {"stopped"}

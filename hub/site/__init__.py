@@ -30,9 +30,11 @@ from hub.site._model import (
     PointKind,
     SiteInfo,
     SiteModel,
+    ValueType,
     Weekday,
     Zone,
     ZoneUse,
+    value_type,
 )
 
 __all__ = [
@@ -64,9 +66,11 @@ __all__ = [
     "PointKind",
     "SiteInfo",
     "SiteModel",
+    "ValueType",
     "Weekday",
     "Zone",
     "ZoneUse",
     "load_site",
     "read_site",
+    "value_type",
 ]

@@ -172,6 +172,27 @@ class PointKind(StrEnum):
     CONTACT = "contact"
 
 
+ValueType = Literal["bool", "number", "text"]
+
+_BOOL_KINDS = frozenset({
+    PointKind.OCCUPANCY, PointKind.DOOR, PointKind.LOCK, PointKind.FORCED, PointKind.HELD_OPEN,
+    PointKind.EMERGENCY, PointKind.ALARM, PointKind.RUN, PointKind.CONTACT, PointKind.LIGHT, PointKind.FAN,
+})  # fmt: skip
+_TEXT_KINDS = frozenset({
+    PointKind.CARD, PointKind.CONTENT, PointKind.LANGUAGE, PointKind.CAPTION, PointKind.ACK, PointKind.WIFI_MODE,
+    PointKind.MODE, PointKind.STATUS, PointKind.UPS_STATUS, PointKind.QUEUE_NUMBER,
+})  # fmt: skip
+
+
+def value_type(kind: PointKind) -> ValueType:
+    """What values a point of ``kind`` carries when nothing else (a ``values`` map, ``states``) says."""
+    if kind in _BOOL_KINDS:
+        return "bool"
+    if kind in _TEXT_KINDS:
+        return "text"
+    return "number"
+
+
 class Capability(StrEnum):
     CARD = "card"
     BIOMETRIC = "biometric"
