@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "ScaledClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -34,3 +34,27 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+class ScaledClock:
+    """Time that starts at ``start`` and runs ``speed`` times faster than real time (the demo's clock).
+
+    Everything sharing it (the simulated building, the calendar automation, staleness, backoff) agrees on
+    what time it is, so a demo started at 10:00 on a business day shows a working morning in minutes.
+    """
+
+    def __init__(self, start: datetime, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.start = start
+        self.speed = speed
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._t0) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.speed)

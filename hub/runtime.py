@@ -19,9 +19,11 @@ from typing import Any
 
 from automations import OpeningHours
 from hub.adapter import ADAPTER_PROTOCOLS, AdapterContext, Stage, load_adapters
+from hub.api import ApiServer
 from hub.bus import Bus
 from hub.calendar import Calendar
 from hub.clock import Clock, SystemClock
+from hub.events import OccupancyChanged
 from hub.fileio import write_atomic
 from hub.graph import SiteGraph
 from hub.occupancy import OccupancyTracker
@@ -108,6 +110,10 @@ class Runtime:
             ("automations", OpeningHours(self.state, self.calendar, self.clock)),
             *services,
         ]
+        self.api: ApiServer | None = None
+        if settings.api:
+            self.api = ApiServer(self, settings.api_host, settings.api_port)
+            self._services.append(("api", self.api))
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
 
@@ -157,6 +163,14 @@ class Runtime:
                 log.warning("bus subscribers still busy at shutdown: %s", ", ".join(busy) or "handlers running")
         self._status.write()
         log.info("bmhub stopped")
+
+    @property
+    def services(self) -> list[tuple[Stage, Service]]:
+        """Every supervised service, with its stage, in start order within a stage."""
+        return list(self._services)
+
+    def zone_occupancy(self, zone: str) -> OccupancyChanged | None:
+        return self.occupancy.get(zone)
 
     def status(self) -> dict[str, Any]:
         """Health of every service, the mode, point quality counts and bus counters (JSON-ready)."""

@@ -28,3 +28,6 @@ class Settings(BaseSettings):
     stop_timeout: float = Field(default=5.0, gt=0, description="Seconds for the whole staged shutdown.")
     staleness_check: float = Field(default=5.0, gt=0, description="Seconds between staleness scans.")
     status_interval: float = Field(default=5.0, gt=0, description="Seconds between status.json snapshots.")
+    api: bool = Field(default=True, description="Serve the HTTP API and status page.")
+    api_host: str = Field(default="127.0.0.1", description="Address of the HTTP API; loopback unless you mean it.")
+    api_port: int = Field(default=8080, ge=0, le=65535, description="Port of the HTTP API; taken or 0: any free.")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -87,13 +89,16 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
     live = json.loads(status.stdout)
     assert live["running"] is True
     assert live["mode"]["mode"] == "drill"
-    assert {s["name"] for s in live["services"] if s["state"] == "running"} == {
-        "staleness",
-        "status",
-        "opening-hours",
-        "mqtt-broker",
-        "mqtt",
-    }
+    running = {s["name"] for s in live["services"] if s["state"] == "running"}
+    assert running == {"staleness", "status", "opening-hours", "mqtt-broker", "mqtt", "api"}
+    # The HTTP API of the running hub answers on the address it logged.
+    url = re.search(r"HTTP API on (http://127\.0\.0\.1:\d+/)", started)
+    assert url, started
+    with urllib.request.urlopen(url.group(1) + "api/zones/occupancy?bookable=true", timeout=10) as resp:
+        rooms = json.loads(resp.read())
+    assert [(r["zone"], r["capacity"], r["quality"]) for r in rooms] == [("room-201", 12, "unknown")]
+    with urllib.request.urlopen(url.group(1), timeout=10) as resp:
+        assert b"<title>bmhub</title>" in resp.read()
     proc.send_signal(sig)
     out = started + finish(proc, 10)  # a bound for the test, not a timing claim
     assert proc.returncode == 0, out

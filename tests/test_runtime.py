@@ -40,7 +40,7 @@ class Recorder:
 
 
 def settings(tmp_path: Path, **kw: float) -> Settings:
-    return Settings(state_dir=tmp_path, **kw)  # type: ignore[arg-type]
+    return Settings(state_dir=tmp_path, api=False, **kw)  # type: ignore[arg-type]
 
 
 async def test_starts_in_stage_order_and_stops_in_reverse(tmp_path: Path) -> None:

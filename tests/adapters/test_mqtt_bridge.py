@@ -33,7 +33,7 @@ async def running_hub(
     monkeypatch.setenv("BMHUB_MQTT_PORT", str(broker.port))
     for k, v in env.items():
         monkeypatch.setenv(f"BMHUB_MQTT_{k.upper()}", v)
-    rt = Runtime(load_site(MINIMAL), Settings(state_dir=tmp_path / "state"), adapters=("mqtt",))
+    rt = Runtime(load_site(MINIMAL), Settings(state_dir=tmp_path / "state", api=False), adapters=("mqtt",))
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
     try:
