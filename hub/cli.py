@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -262,7 +263,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_serve(runtime))
 
 
-async def _serve(runtime: Any) -> int:
+async def _serve(runtime: Any, on_ready: Any = None) -> int:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     signals_seen = 0
@@ -280,13 +281,107 @@ async def _serve(runtime: Any) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await runtime.run()
+        await runtime.run(on_ready=on_ready)
     except asyncio.CancelledError:
         return 130
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return 0
+
+
+# ---------------------------------------------------------------------- demo and simulate
+def _start_time(text: str | None, calendar: Any) -> datetime:
+    from hub.demo import demo_start
+
+    if text is None:
+        return demo_start(calendar, datetime.now(UTC))
+    start = datetime.fromisoformat(text)
+    return start if start.tzinfo else start.replace(tzinfo=calendar.tz)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.calendar import Calendar
+    from hub.clock import ScaledClock
+    from hub.demo import ConsoleReport, SimulatedBuilding
+    from hub.runtime import Runtime
+
+    path = find_site_model(args.path, settings)
+    loaded = _load(path, Console(stderr=True, soft_wrap=True))
+    if loaded is None:
+        return 1
+    model = loaded[0]
+    calendar = Calendar(model.calendar, model.site.timezone)
+    try:
+        start = _start_time(args.start, calendar)
+    except ValueError as exc:
+        Console(stderr=True).print(f"--start: {exc}", markup=False)
+        return 2
+    clock = ScaledClock(start, args.speed)
+    # The demo keeps its own saved mode and status, apart from a real hub's on this machine.
+    demo_settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo"})
+    runtime = Runtime(model, demo_settings, clock=clock)
+    runtime.add_service("adapters", SimulatedBuilding(runtime, seed=args.seed, speed=args.speed, start=start,
+                                                      clock=clock))  # fmt: skip
+    runtime.add_service("api", ConsoleReport(runtime, clock))
+
+    def banner() -> None:
+        bridge = runtime.status()["details"].get("mqtt", {})
+        broker = bridge.get("broker", "?")
+        lines = [
+            f"bmhub demo: {model.site.name}, a simulated building at {args.speed:g}x from "
+            f"{start.astimezone(calendar.tz):%a %Y-%m-%d %H:%M} ({model.site.timezone})",
+            f"  status page  {runtime.api.url if runtime.api else '(API disabled)'}",
+            f"  MQTT broker  {broker}   e.g. mosquitto_sub -h {broker.split(':')[0]} -p {broker.split(':')[-1]} "
+            f"-t 'bmhub/#' -v",
+            "  Ctrl-C stops everything.",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+    return asyncio.run(_serve(runtime, on_ready=banner))
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Only the simulated devices, against a broker of your choice (to exercise a hub running elsewhere)."""
+    from hub.calendar import Calendar
+    from hub.clock import ScaledClock
+    from hub.graph import SiteGraph
+    from hub.supervisor import ServiceHealth, supervise
+
+    path = find_site_model(args.path, settings)
+    loaded = _load(path, Console(stderr=True, soft_wrap=True))
+    if loaded is None:
+        return 1
+    model = loaded[0]
+    calendar = Calendar(model.calendar, model.site.timezone)
+    start = _start_time(args.start, calendar)
+    clock = ScaledClock(start, args.speed)
+    sim_module = importlib.import_module("adapters.sim")
+    sim = sim_module.MqttSimulator(SiteGraph(model), args.host, args.port, seed=args.seed, speed=args.speed,
+                                   start=start, clock=clock, username=args.username,
+                                   password=os.environ.get("BMHUB_SIM_PASSWORD"))  # fmt: skip
+
+    async def main() -> int:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel if task else (lambda: None))
+        health = ServiceHealth("simulator", "adapters")
+        log.info("simulating %d MQTT devices of %s on %s:%d at %gx", len(_mqtt_devices(model)),
+                 model.site.id, args.host, args.port, args.speed)  # fmt: skip
+        try:
+            await supervise(sim, health, clock=clock)
+        except asyncio.CancelledError:
+            log.info("simulator stopped: %s", sim.counts())
+            return 0
+        return 1 if health.state.value == "failed" else 0
+
+    return asyncio.run(main())
+
+
+def _mqtt_devices(model: SiteModel) -> list[str]:
+    return [d.id for z in model.zones for d in z.devices if d.protocol == "mqtt"]
 
 
 # ---------------------------------------------------------------------- entry point
@@ -304,6 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path", nargs="?", help=site_help)
     v.add_argument("--json", action="store_true", help="machine-readable result")
     v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("demo", help="embedded broker + simulated building + hub + status page (Ctrl-C stops)")
+    d.add_argument("path", nargs="?", help=site_help)
+    d.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)")
+    d.add_argument("--seed", type=int, default=1, help="random seed of the simulated building (default 1)")
+    d.add_argument("--start", help="simulated start, ISO 8601 (default 10:00 on the current or next business day)")
+    d.set_defaults(func=cmd_demo)
+
+    sm = sub.add_parser("simulate", help="only the simulated MQTT devices, against a broker you name")
+    sm.add_argument("path", nargs="?", help=site_help)
+    sm.add_argument("--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
+    sm.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
+    sm.add_argument("--username", help="broker user; the password comes from $BMHUB_SIM_PASSWORD")
+    sm.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+    sm.add_argument("--seed", type=int, default=1)
+    sm.add_argument("--start", help="simulated start, ISO 8601 (default 10:00 on the current or next business day)")
+    sm.set_defaults(func=cmd_simulate)
 
     st = sub.add_parser("status", help="health of a running hub (from $BMHUB_STATE_DIR/status.json); exit 3 if down")
     st.add_argument("--json", action="store_true", help="machine-readable status")

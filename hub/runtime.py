@@ -164,6 +164,10 @@ class Runtime:
         self._status.write()
         log.info("bmhub stopped")
 
+    def add_service(self, stage: Stage, service: Service) -> None:
+        """Run one more supervised service (before :meth:`run`), e.g. the demo's simulated building."""
+        self._services.append((stage, service))
+
     @property
     def services(self) -> list[tuple[Stage, Service]]:
         """Every supervised service, with its stage, in start order within a stage."""

@@ -15,8 +15,11 @@ hours after it was asked for is worse than none).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
+import re
 import ssl
 import time
 from collections import Counter, deque
@@ -53,7 +56,9 @@ log = logging.getLogger(__name__)
 
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1: bad user name or password, not authorised; 5: the same
 _SUBSCRIBE_CHUNK = 100
-_PUBLISH_CHUNK = 200
+# QoS-1 publishes in flight at once: enough to hide the round trip, few enough that a slow broker (the
+# embedded amqtt manages ~850 QoS-1 messages/s) is not flooded; aiomqtt warns above 10 pending calls.
+_IN_FLIGHT = 10
 
 
 @dataclass(slots=True)
@@ -68,6 +73,19 @@ class _DeviceCounts:
     received: int = 0
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+
+
+def _cause(reason: str) -> str:
+    """The kind of a refusal, for counters: ``point door: expected true or false, got 'ajar'`` → ``expected true
+    or false``; ``payload of 70000 bytes exceeds 65536`` → ``payload of N bytes exceeds N``."""
+    reason = re.sub(r"^point [\w-]+: ", "", reason)
+    reason = reason.split(", got ")[0].split(" (")[0].split(": ")[0]
+    return re.sub(r"\d+", "N", reason)[:80]
+
+
+def _topic_level(text: str) -> str:
+    """Text made safe as one topic level: no '/', '+', '#' or NUL (paho refuses them in a topic name)."""
+    return re.sub(r"[/+#\x00]", "_", text)
 
 
 class Rejects:
@@ -90,7 +108,7 @@ class Rejects:
     def reject(self, device: str, topic: str, reason: str, payload: bytes) -> None:
         counts = self.devices.setdefault(device, _DeviceCounts())
         counts.rejected += 1
-        counts.reasons[reason.split(":")[0].split(" (")[0][:60]] += 1
+        counts.reasons[_cause(reason)] += 1
         excerpt = payload[:120].decode("utf-8", "replace")
         self.recent.append({"time": time.time(), "device": device, "topic": topic, "reason": reason,
                             "payload": excerpt, "size": len(payload)})  # fmt: skip
@@ -120,9 +138,10 @@ class MqttBridge:
     def __init__(self, ctx: AdapterContext, settings: MqttSettings, endpoint: Callable[[], tuple[str, int]]) -> None:
         self._ctx = ctx
         self._settings = settings
-        self._endpoint = endpoint
+        self.endpoint = endpoint
         site = ctx.graph.site_id
         self.root = f"{settings.prefix}/{site}"
+        self._alarm_root = f"{self.root}/alarm/"
         self.client_id = settings.client_id or f"bmhub-{site}"
         self._routes: dict[str, list[_Route]] = {}
         self._commands: dict[str, tuple[str, MqttPoint]] = {}
@@ -183,7 +202,7 @@ class MqttBridge:
         )
 
     def _on_alarm(self, ev: Alarm) -> None:
-        topic = f"{self.root}/alarm/{ev.key.replace('/', '_')}"
+        topic = f"{self.root}/alarm/{_topic_level(ev.key)}"
         if ev.active:
             self._alarms[ev.key] = ev
             self._retain(topic, {"key": ev.key, "source": ev.source, "severity": ev.severity, "message": ev.message,
@@ -220,10 +239,15 @@ class MqttBridge:
                                             context=cmd.context.child(f"adapter:{self.name}")))  # fmt: skip
 
     # ------------------------------------------------------------------ device messages
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Turn one message from a field device into readings (or rejects). Never raises."""
         routes = self._routes.get(topic)
         if routes is None:
+            if topic.startswith(self._alarm_root):
+                key = topic[len(self._alarm_root) :]
+                if retained and payload and key not in {_topic_level(k) for k in self._alarms}:
+                    self._retain(topic, None)  # left over from an earlier run: no longer active
+                return
             if topic in self._command_topics or topic.startswith(self.root + "/"):
                 return  # our own commands and state coming back
             device = self._device_of(topic)
@@ -274,7 +298,7 @@ class MqttBridge:
     # ------------------------------------------------------------------ connection
     def _client(self) -> aiomqtt.Client:
         s = self._settings
-        host, port = self._endpoint()
+        host, port = self.endpoint()
         will = aiomqtt.Will(f"{self.root}/status", b"offline", qos=1, retain=True)
         tls: ssl.SSLContext | None = None
         if s.tls:
@@ -294,7 +318,7 @@ class MqttBridge:
         return aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False, **common)
 
     async def run(self, ready: Callable[[], None]) -> None:
-        host, port = self._endpoint()
+        host, port = self.endpoint()
         where = f"MQTT broker {host}:{port} as {self.client_id!r}"
         try:
             async with self._client() as client:
@@ -305,11 +329,18 @@ class MqttBridge:
                 log.info("connected to %s; %d device topics subscribed", where, len(self._routes))
                 ready()
                 try:
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive(client), name="mqtt:receive")
-                        tg.create_task(self._send(client), name="mqtt:send")
-                except* aiomqtt.MqttError as group:
-                    raise AdapterNotReady(f"lost {where}: {group.exceptions[0]}") from None
+                    try:
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._receive(client), name="mqtt:receive")
+                            tg.create_task(self._send(client), name="mqtt:send")
+                    except* aiomqtt.MqttError as group:
+                        raise AdapterNotReady(f"lost {where}: {group.exceptions[0]}") from None
+                except asyncio.CancelledError:
+                    # A clean stop: say so, because the broker sends the last will only for a lost connection.
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1):
+                            await client.publish(f"{self.root}/status", b"offline", qos=1, retain=True)
+                    raise
         except aiomqtt.MqttCodeError as exc:
             code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
             if code in _AUTH_CODES:
@@ -326,12 +357,15 @@ class MqttBridge:
         bases = sorted(self._device_topics)
         for i in range(0, len(bases), _SUBSCRIBE_CHUNK):
             await client.subscribe([(f"{b}/#", 1) for b in bases[i : i + _SUBSCRIBE_CHUNK]])
+        # Alarms retained by an earlier run that are no longer active get cleared (see handle()).
+        await client.subscribe(f"{self._alarm_root}+", qos=1)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         handle = self.handle
         async for message in client.messages:
             payload = message.payload
-            handle(message.topic.value, payload if isinstance(payload, bytes) else str(payload).encode())
+            data = payload if isinstance(payload, bytes) else str(payload).encode()
+            handle(message.topic.value, data, message.retain)
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
@@ -339,7 +373,8 @@ class MqttBridge:
             self._wake.clear()
             await self._send_commands(client)
             while self._retained:
-                batch = [self._retained.popitem() for _ in range(min(_PUBLISH_CHUNK, len(self._retained)))]
+                topics = list(itertools.islice(self._retained, _IN_FLIGHT))  # oldest first
+                batch = [(t, self._retained.pop(t)) for t in topics]
                 try:
                     await asyncio.gather(*(client.publish(t, p, qos=1, retain=True) for t, p in batch))
                 except BaseException:
@@ -375,7 +410,7 @@ class MqttBridge:
 
     def details(self) -> dict[str, Any]:
         return {
-            "broker": "{}:{}".format(*self._endpoint()),
+            "broker": "{}:{}".format(*self.endpoint()),
             "client_id": self.client_id,
             "connects": self.connects,
             "outbox": len(self._outbox),

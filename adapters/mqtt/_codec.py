@@ -107,11 +107,17 @@ def _convert(point: MqttPoint, raw: Any) -> Value:
         if not math.isfinite(number):
             raise PayloadError(f"expected a finite number, got {_shown(raw)}")
         if point.scale != 1.0:
-            return number * point.scale
+            number = number * point.scale
+        if (point.min is not None and number < point.min) or (point.max is not None and number > point.max):
+            raise PayloadError(f"{number:g} is outside {_bound(point.min)}..{_bound(point.max)}")
         return number
     if isinstance(raw, dict | list):
         raise PayloadError(f"expected text, got {_shown(raw)}")
     return raw if isinstance(raw, str) else json.dumps(raw)
+
+
+def _bound(limit: float | None) -> str:
+    return "" if limit is None else f"{limit:g}"
 
 
 def _plain(point: MqttPoint, value: Value) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -223,19 +226,68 @@ async def test_mqtt5_session(mosquitto: Mosquitto, tmp_path: Path, monkeypatch: 
         assert st.value == 7
 
 
-async def test_birth_and_last_will(mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_birth_and_offline_on_a_clean_stop(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with device(mosquitto, "watcher") as watcher:
         await watcher.subscribe(f"{ROOT}/status", qos=1)
         async with running_hub(mosquitto, tmp_path, monkeypatch):
             [online] = await collect(watcher, 1)
             assert online.payload == b"online"
-        # A clean stop does not fire the will; a vanished hub does (see test below). The retained topic stays
-        # "online" only until the broker notices: here the bridge disconnected, so check what is retained.
+        # The broker sends the last will only for a lost connection; a clean stop says "offline" itself.
+        [offline] = await collect(watcher, 1)
+        assert offline.payload == b"offline"
     async with device(mosquitto, "late-watcher") as late:
         await late.subscribe(f"{ROOT}/status", qos=1)
         [msg] = await collect(late, 1)
-        assert msg.retain
-        assert msg.payload in (b"online", b"offline")
+        assert (msg.retain, msg.payload) == (True, b"offline")
+
+
+async def test_last_will_when_the_hub_vanishes(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A hub process killed outright: the broker publishes its will."""
+    env = {**os.environ, "BMHUB_STATE_DIR": str(tmp_path / "state"), "BMHUB_MQTT_HOST": "127.0.0.1",
+           "BMHUB_MQTT_PORT": str(mosquitto.port), "BMHUB_MQTT_KEEPALIVE": "5", "BMHUB_API": "false"}  # fmt: skip
+    async with device(mosquitto, "watcher") as watcher:
+        await watcher.subscribe(f"{ROOT}/status", qos=1)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "hub", "run", str(MINIMAL), env=env,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
+        try:
+            [online] = await collect(watcher, 1)
+            assert online.payload == b"online"
+            proc.kill()
+            [will] = await collect(watcher, 1)  # sent by the broker within 1.5 x keepalive
+            assert will.payload == b"offline"
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def test_alarms_left_by_an_earlier_run_are_cleared_and_keys_are_topic_safe(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.events import Alarm
+
+    async with device(mosquitto, "old-hub") as old:
+        await old.publish(f"{ROOT}/alarm/ups:gone", b'{"key": "ups:gone"}', qos=1, retain=True)
+    async with running_hub(mosquitto, tmp_path, monkeypatch) as rt, device(mosquitto, "app") as app:
+        rt.bus.publish(Alarm(key="door/room-201+held#1", source="room-201-reader", severity="warning",
+                             message="held open"))  # fmt: skip
+        await app.subscribe(f"{ROOT}/alarm/+", qos=1)
+        [live] = await collect(app, 1)
+        assert live.topic.value == f"{ROOT}/alarm/door_room-201_held_1"  # '/', '+', '#' made topic-safe
+        assert json.loads(live.payload)["key"] == "door/room-201+held#1"  # type: ignore[arg-type]
+        # By now the hub has cleared the stale retained alarm: an app subscribing now sees only the live one.
+        async with device(mosquitto, "late-app") as late:
+            await late.subscribe(f"{ROOT}/alarm/+", qos=1)
+            retained = [m.topic.value for m in await collect(late, 1)]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    async for m in late.messages:
+                        retained.append(m.topic.value)
+        assert retained == [f"{ROOT}/alarm/door_room-201_held_1"]
+        assert rt.health["mqtt"].state is Health.RUNNING
 
 
 async def test_expired_commands_are_failed_not_sent_late(

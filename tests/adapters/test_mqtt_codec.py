@@ -101,3 +101,13 @@ def test_state_encoding_round_trips_through_decoding() -> None:
     assert decode(TEMP_TENTHS, encode_state([(TEMP_TENTHS, 21.5)])) == pytest.approx(21.5)
     assert decode(DOOR, encode_state([(DOOR, False)])) is False
     assert decode(NESTED, encode_state([(NESTED, 700)])) == 700
+
+
+def test_numbers_outside_the_points_range_are_refused() -> None:
+    people = pt(kind="people-count", field="people", min=0)
+    assert decode(people, b'{"people": 0}') == 0
+    with pytest.raises(PayloadError, match=r"^-2 is outside 0\.\.$"):
+        decode(people, b'{"people": -2}')
+    dimmer = pt(kind="dimmer", topic="", min=0, max=100, scale=0.1)
+    with pytest.raises(PayloadError, match=r"^150 is outside 0\.\.100$"):
+        decode(dimmer, b"1500")

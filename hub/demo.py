@@ -1,0 +1,93 @@
+"""``bmhub demo``: the embedded broker, a simulated building and the hub, on one accelerated clock.
+
+The demo starts its simulated day at 10:00 on the current (or next) business day, so a newcomer at any hour
+sees a working morning: rooms filling and emptying within seconds. The hub, the calendar automation and
+the simulated devices share one :class:`~hub.clock.ScaledClock`, so they agree on what time it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+from typing import Any, TextIO
+
+from hub.bus import Overflow
+from hub.calendar import Calendar
+from hub.clock import Clock
+from hub.events import OccupancyChanged
+from hub.runtime import Runtime
+
+__all__ = ["ConsoleReport", "SimulatedBuilding", "demo_start"]
+
+
+def demo_start(calendar: Calendar, now: datetime) -> datetime:
+    """10:00 local on today's date if today is a business day and it is not yet 10:00, else on the next one."""
+    local = now.astimezone(calendar.tz)
+    day = local.date() if local.time() < time(10) else local.date() + timedelta(days=1)
+    for _ in range(370):
+        if calendar.is_business_day(day):
+            return datetime.combine(day, time(10), tzinfo=calendar.tz)
+        day += timedelta(days=1)
+    raise ValueError("the business calendar never opens")
+
+
+class SimulatedBuilding:
+    """The MQTT simulator as a supervised service, connected to wherever the hub's broker turned out to be."""
+
+    name = "simulator"
+
+    def __init__(self, runtime: Runtime, *, seed: int, speed: float, start: datetime, clock: Clock) -> None:
+        self._runtime = runtime
+        self._options: dict[str, Any] = {"seed": seed, "speed": speed, "start": start, "clock": clock}
+        self.simulator: Any = None
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        mqtt = importlib.import_module("adapters.mqtt")  # lazily: hub imports no protocol library
+        sim = importlib.import_module("adapters.sim")
+        bridge = next(s for _, s in self._runtime.services if isinstance(s, mqtt.MqttBridge))
+        host, port = bridge.endpoint()
+        self.simulator = sim.MqttSimulator(self._runtime.graph, host, port, **self._options)
+        await self.simulator.run(ready)
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.simulator.counts()) if self.simulator is not None else {}
+
+
+class ConsoleReport:
+    """Prints, every few seconds, the simulated time, the mode and which bookable rooms changed."""
+
+    name = "console"
+
+    def __init__(self, runtime: Runtime, clock: Clock, *, every: float = 5.0, out: TextIO = sys.stdout) -> None:
+        self._rt = runtime
+        self._clock = clock
+        self._every = every
+        self._out = out
+        self._changed: dict[str, OccupancyChanged] = {}
+        self._bookable = {z.id for z in runtime.graph.find_zones(bookable=True)}
+        runtime.bus.subscribe(OccupancyChanged, self._on_change, name="console", maxsize=10_000,
+                              overflow=Overflow.DROP_OLDEST)  # fmt: skip
+
+    def _on_change(self, ev: OccupancyChanged) -> None:
+        if ev.zone in self._bookable:
+            self._changed[ev.zone] = ev
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        ready()
+        tz = self._rt.calendar.tz
+        while True:
+            await asyncio.sleep(self._every)  # real seconds: this is for the person watching
+            occupied = sum(1 for z in self._bookable if (o := self._rt.occupancy.get(z)) and o.occupied)
+            changes = ", ".join(
+                f"{z} {'occupied (' + str(ev.count) + ')' if ev.occupied else 'free'}"
+                for z, ev in sorted(self._changed.items())
+            )
+            self._changed.clear()
+            now = self._clock.now().astimezone(tz)
+            self._out.write(f"[{now:%a %H:%M}] mode {self._rt.state.mode.value}; {occupied} of "
+                            f"{len(self._bookable)} bookable rooms occupied"
+                            + (f"; changed: {changes}" if changes else "") + "\n")  # fmt: skip
+            self._out.flush()
