@@ -300,6 +300,9 @@ def _start_time(text: str | None, calendar: Any) -> datetime:
     return start if start.tzinfo else start.replace(tzinfo=calendar.tz)
 
 
+_EMBEDDED_MAX_SPEED = 200.0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from hub.calendar import Calendar
     from hub.clock import ScaledClock
@@ -311,6 +314,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if loaded is None:
         return 1
     model = loaded[0]
+    if not 0 < args.speed <= _EMBEDDED_MAX_SPEED and not os.environ.get("BMHUB_MQTT_HOST"):
+        Console(stderr=True, soft_wrap=True).print(
+            f"--speed must be above 0 and at most {_EMBEDDED_MAX_SPEED:g} with the embedded broker: it carries about "
+            "850 QoS-1 messages/s, and the simulated building sends several hundred per second at 200x. For more, "
+            "point BMHUB_MQTT_HOST at a Mosquitto.", markup=False)  # fmt: skip
+        return 2
     calendar = Calendar(model.calendar, model.site.timezone)
     try:
         start = _start_time(args.start, calendar)

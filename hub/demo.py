@@ -67,6 +67,7 @@ class ConsoleReport:
         self._every = every
         self._out = out
         self._changed: dict[str, OccupancyChanged] = {}
+        self._shown: dict[str, bool | None] = {}
         self._bookable = {z.id for z in runtime.graph.find_zones(bookable=True)}
         runtime.bus.subscribe(OccupancyChanged, self._on_change, name="console", maxsize=10_000,
                               overflow=Overflow.DROP_OLDEST)  # fmt: skip
@@ -80,14 +81,18 @@ class ConsoleReport:
         tz = self._rt.calendar.tz
         while True:
             await asyncio.sleep(self._every)  # real seconds: this is for the person watching
-            occupied = sum(1 for z in self._bookable if (o := self._rt.occupancy.get(z)) and o.occupied)
-            changes = ", ".join(
-                f"{z} {'occupied (' + str(ev.count) + ')' if ev.occupied else 'free'}"
-                for z, ev in sorted(self._changed.items())
-            )
+            rooms = [o for z in self._bookable if (o := self._rt.occupancy.get(z)) is not None]
+            occupied = sum(1 for o in rooms if o.occupied)
+            people = sum(o.count or 0 for o in rooms)
+            flipped = []  # only rooms that became free or occupied, not every change of head count
+            for z, ev in sorted(self._changed.items()):
+                if self._shown.get(z) is not None and self._shown[z] != ev.occupied:
+                    flipped.append(f"{z} {'occupied (' + str(ev.count) + ')' if ev.occupied else 'free'}")
+                self._shown[z] = ev.occupied
+            changes = ", ".join(flipped)
             self._changed.clear()
             now = self._clock.now().astimezone(tz)
             self._out.write(f"[{now:%a %H:%M}] mode {self._rt.state.mode.value}; {occupied} of "
-                            f"{len(self._bookable)} bookable rooms occupied"
-                            + (f"; changed: {changes}" if changes else "") + "\n")  # fmt: skip
+                            f"{len(self._bookable)} bookable rooms occupied, {people} people in them"
+                            + (f"; now {changes}" if changes else "") + "\n")  # fmt: skip
             self._out.flush()

@@ -55,7 +55,6 @@ __all__ = ["MqttBridge", "Rejects"]
 log = logging.getLogger(__name__)
 
 _AUTH_CODES = {4, 5, 134, 135}  # 3.1.1: bad user name or password, not authorised; 5: the same
-_SUBSCRIBE_CHUNK = 100
 # QoS-1 publishes in flight at once: enough to hide the round trip, few enough that a slow broker (the
 # embedded amqtt manages ~850 QoS-1 messages/s) is not flooded; aiomqtt warns above 10 pending calls.
 _IN_FLIGHT = 10
@@ -165,6 +164,7 @@ class MqttBridge:
         self.sent_commands = 0
         self.expired_commands = 0
         self.connects = 0
+        self.foreign = 0
         units = {p.id: p.unit for p in ctx.graph.points.values()}
         self._units = units
         bus = ctx.bus
@@ -251,6 +251,9 @@ class MqttBridge:
             if topic in self._command_topics or topic.startswith(self.root + "/"):
                 return  # our own commands and state coming back
             device = self._device_of(topic)
+            if device is None:
+                self.foreign += 1  # under a subscribed root but no device's topic: not ours to judge
+                return
             self.rejects.reject(device, topic, "unknown topic: no point of this device listens here", payload)
             return
         device = routes[0].device
@@ -326,7 +329,7 @@ class MqttBridge:
                 await self._subscribe(client)
                 await client.publish(f"{self.root}/status", b"online", qos=1, retain=True)
                 self._snapshot()
-                log.info("connected to %s; %d device topics subscribed", where, len(self._routes))
+                log.info("connected to %s; %d device topics under %s", where, len(self._routes), self.subscriptions())
                 ready()
                 try:
                     try:
@@ -349,14 +352,17 @@ class MqttBridge:
         except aiomqtt.MqttError as exc:
             raise AdapterNotReady(f"cannot reach {where}: {exc}") from exc
 
+    def subscriptions(self) -> list[str]:
+        """One ``<first level>/#`` filter per distinct root of the device topics (one for the bundled model).
+
+        Few wide filters instead of one per topic: a broker matches each new filter against every retained
+        message, and hundreds of filters cost the embedded amqtt seconds per (re)connect.
+        """
+        roots = {t.split("/", 1)[0] for t in (*self._routes, *self._device_topics)}
+        return sorted(f"{r}/#" for r in roots)
+
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        topics = sorted(self._routes)
-        for i in range(0, len(topics), _SUBSCRIBE_CHUNK):
-            await client.subscribe([(t, 1) for t in topics[i : i + _SUBSCRIBE_CHUNK]])
-        # Anything else under a device's topic is reported as an unknown topic, not silently ignored.
-        bases = sorted(self._device_topics)
-        for i in range(0, len(bases), _SUBSCRIBE_CHUNK):
-            await client.subscribe([(f"{b}/#", 1) for b in bases[i : i + _SUBSCRIBE_CHUNK]])
+        await client.subscribe([(f, 1) for f in self.subscriptions()])
         # Alarms retained by an earlier run that are no longer active get cleared (see handle()).
         await client.subscribe(f"{self._alarm_root}+", qos=1)
 
@@ -416,5 +422,6 @@ class MqttBridge:
             "outbox": len(self._outbox),
             "commands_sent": self.sent_commands,
             "commands_expired": self.expired_commands,
+            "foreign_messages": self.foreign,
             "rejects": self.rejects.details(),
         }

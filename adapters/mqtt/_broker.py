@@ -48,6 +48,8 @@ class EmbeddedBroker:
         # amqtt logs every connection and packet at INFO; the hub's log says what matters.
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # At shutdown the clients leave before the broker; amqtt then warns about every PUBACK still owed.
+        logging.getLogger("amqtt.mqtt.protocol.handler").setLevel(logging.ERROR)
 
     async def run(self, ready: Callable[[], None]) -> None:
         self.port = self.wanted if self.wanted and _port_free(self.wanted) else _any_free_port()

@@ -1,0 +1,79 @@
+"""``bmhub demo`` as a newcomer runs it: embedded broker, simulated building, hub, status page; Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.test_cli import finish, read_until
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_demo_shows_occupancy_changing_and_stops_on_sigint(tmp_path: Path) -> None:
+    env = {**os.environ, "BMHUB_STATE_DIR": str(tmp_path), "BMHUB_API_PORT": "0", "BMHUB_MQTT_BROKER_PORT": "0",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env.pop("BMHUB_MQTT_HOST", None)
+    # A Tuesday just before 10:00, when meetings start: rooms fill while the test watches.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub", "demo", "--seed", "7", "--start", "2026-11-24T09:50:00"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        banner = read_until(proc, "Ctrl-C stops everything.", timeout=60)
+        assert "a simulated building at 60x from Tue 2026-11-24 09:50 (Asia/Tokyo)" in banner
+        url = banner.split("status page", 1)[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+
+        # Occupancy of bookable rooms, as the booking app reads it, changes while we watch.
+        seen: list[dict[str, object]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rooms = get_json(url + "api/zones/occupancy?bookable=true")
+            assert isinstance(rooms, list)
+            seen.append({r["zone"]: (r["occupied"], r["count"]) for r in rooms})
+            if len({json.dumps(s, sort_keys=True) for s in seen}) >= 3 and any(
+                occ
+                for r in seen[-1].values()
+                for occ in [r[0]]  # type: ignore[index]
+            ):
+                break
+            time.sleep(0.5)
+        snapshots = {json.dumps(s, sort_keys=True) for s in seen}
+        assert len(snapshots) >= 3, f"occupancy did not change: {seen[-1]}"
+        assert any(occupied for occupied, _ in seen[-1].values())  # type: ignore[misc]
+        status = get_json(url + "api/status")
+        assert isinstance(status, dict)
+        states = {s["name"]: s["state"] for s in status["services"]}
+        assert states["simulator"] == states["mqtt"] == states["mqtt-broker"] == "running"
+        assert status["points"]["good"] > 0
+
+        console = read_until(proc, "bookable rooms occupied", timeout=30)
+        assert "mode normal" in console
+        proc.send_signal(signal.SIGINT)
+        out = console + finish(proc, 30)
+    finally:
+        if proc.poll() is None:
+            finish(proc, 0)
+    assert proc.returncode == 0, out
+    assert "SIGINT received: stopping" in out
+    assert out.rstrip().endswith("bmhub stopped")
+    assert "Traceback" not in out
+
+
+def test_demo_refuses_a_speed_the_embedded_broker_cannot_carry(tmp_path: Path) -> None:
+    env = {**os.environ, "BMHUB_STATE_DIR": str(tmp_path)}
+    env.pop("BMHUB_MQTT_HOST", None)
+    result = subprocess.run([sys.executable, "-m", "hub", "demo", "--speed", "600"], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "--speed must be above 0 and at most 200 with the embedded broker" in result.stderr
