@@ -48,6 +48,11 @@ def find_site_model(explicit: str | None, settings: Settings) -> Path:
     return Path("site_model.yaml")
 
 
+def _console() -> Console:
+    """stdout console; piped output gets 160 columns instead of rich's 80 so tables stay one line per row."""
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
 def _report(problems: Sequence[Problem], out: Console) -> None:
     for p in problems:
         style = "yellow" if p.severity == "warning" else "red"
@@ -76,7 +81,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         counts = SiteGraph(model).counts()
         _print_json({"file": str(path), "ok": True, **_problem_lists(warnings), "counts": dict(counts)})
         return 0
-    out = Console(highlight=False, soft_wrap=True)
+    out = _console()
     loaded = _load(path, out)
     if loaded is None:
         return 1
@@ -110,7 +115,7 @@ def _print_json(data: Any) -> None:
 # ---------------------------------------------------------------------- graph
 def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
     path = find_site_model(args.path, settings)
-    out = Console(highlight=False, soft_wrap=True)
+    out = _console()
     loaded = _load(path, Console(stderr=True, soft_wrap=True))
     if loaded is None:
         return 1
@@ -208,7 +213,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(status)
         return 0 if status["running"] else 3
-    out = Console(highlight=False, soft_wrap=True)
+    out = _console()
     mode = status["mode"]
     state = "running" if status["running"] else "not running"
     out.print(
@@ -227,6 +232,22 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     out.print("points: " + ", ".join(f"{k} {v}" for k, v in status["points"].items()))
     drops = [f"{b['name']} dropped {b['dropped']}" for b in status["bus"] if b["dropped"]]
     out.print("bus: " + (", ".join(drops) if drops else "no drops"))
+    mqtt = status.get("details", {}).get("mqtt")
+    if mqtt:
+        rejects = mqtt["rejects"]
+        n = sum(d["rejected"] for d in rejects["devices"].values())
+        out.print(f"mqtt: broker {mqtt['broker']}, {mqtt['connects']} connect(s), {mqtt['commands_sent']} command(s) "
+                  f"sent, {mqtt['outbox']} waiting, {mqtt['commands_expired']} expired; {n} message(s) rejected "
+                  f"from {len(rejects['devices'])} device(s)" + ("" if args.rejects or not n else
+                                                                " (bmhub status --rejects lists them)"),
+                  markup=False)  # fmt: skip
+        if args.rejects:
+            table = Table("time", "device", "topic", "reason", "payload", box=None)
+            for r in rejects["recent"]:
+                when = datetime.fromtimestamp(r["time"]).strftime("%H:%M:%S")
+                table.add_row(when, escape(r["device"]), escape(r["topic"]), escape(r["reason"]),
+                              escape(r["payload"][:40]))  # fmt: skip
+            out.print(table)
     return 0 if status["running"] else 3
 
 
@@ -428,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="health of a running hub (from $BMHUB_STATE_DIR/status.json); exit 3 if down")
     st.add_argument("--json", action="store_true", help="machine-readable status")
+    st.add_argument("--rejects", action="store_true", help="list the latest rejected MQTT messages")
     st.set_defaults(func=cmd_status)
 
     g = sub.add_parser("graph", help="show the site as a tree (buildings, floors, zones, devices)")

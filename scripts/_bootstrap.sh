@@ -1,4 +1,4 @@
-# Sourced by scripts/test and scripts/run: a virtualenv with bmhub installed, and the Debian packages the
+# Sourced by scripts/test, scripts/check and scripts/demo: a virtualenv with bmhub installed, and the Debian packages the
 # tests need. Safe to run again: it reinstalls only when pyproject.toml changed.
 
 BMHUB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

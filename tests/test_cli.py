@@ -106,9 +106,10 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
     assert out.rstrip().endswith("bmhub stopped")
     assert "Traceback" not in out
     assert json.loads((tmp_path / "state" / "mode.json").read_text(encoding="utf-8")) == saved_mode
-    after = run_cli(tmp_path, "status")
+    after = run_cli(tmp_path, "status", "--rejects")
     assert after.returncode == 3
     assert "test-site: hub not running; mode drill" in after.stdout
+    assert "message(s) rejected from 0 device(s)" in after.stdout
     assert not list((tmp_path / "state").glob("*.tmp"))
 
 

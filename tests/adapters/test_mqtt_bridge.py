@@ -36,7 +36,8 @@ async def running_hub(
     monkeypatch.setenv("BMHUB_MQTT_PORT", str(broker.port))
     for k, v in env.items():
         monkeypatch.setenv(f"BMHUB_MQTT_{k.upper()}", v)
-    rt = Runtime(load_site(MINIMAL), Settings(state_dir=tmp_path / "state", api=False), adapters=("mqtt",))
+    settings = Settings(state_dir=tmp_path / "state", api=False, status_interval=0.05)
+    rt = Runtime(load_site(MINIMAL), settings, adapters=("mqtt",))
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
     try:
@@ -304,3 +305,20 @@ async def test_expired_commands_are_failed_not_sent_late(
         await until(lambda: results, "the command's result")
         assert not results[0].ok
         assert results[0].detail.startswith("expired after")
+
+
+async def test_rejects_are_listed_by_bmhub_status(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    async with running_hub(mosquitto, tmp_path, monkeypatch) as rt, device(mosquitto, "bad-door") as dev:
+        await dev.publish("field/lobby-exit/door", b"ajar", qos=1)
+        await until(lambda: rt.status()["details"]["mqtt"]["rejects"]["recent"], "the reject")
+        await asyncio.sleep(0.2)  # a status snapshot or two
+        monkeypatch.setenv("BMHUB_STATE_DIR", str(tmp_path / "state"))
+        assert main(["status", "--rejects"]) == 0
+    out = capsys.readouterr().out
+    assert "1 message(s) rejected from 1 device(s)" in out
+    assert "field/lobby-exit/door" in out
+    assert "point door: expected true or false, got 'ajar'" in out
