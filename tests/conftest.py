@@ -4,6 +4,9 @@ behind (pymodbus ``test/conftest.py`` system_health_check, HA ``verify_cleanup``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -65,6 +68,35 @@ def _no_leaked_threads() -> Iterator[None]:
     left = [t.name for t in left if t.is_alive()]
     if left:
         pytest.fail(f"test left threads running: {left}")
+
+
+def _children() -> dict[int, str]:
+    """Live child processes of this test process (Linux /proc), pid → command line."""
+    me = str(os.getpid())
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[1] == me and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_processes() -> Iterator[None]:
+    """Servers a test starts, it stops: a child process still alive afterwards fails the test (and is killed)."""
+    before = set(_children())
+    yield
+    left = {pid: cmd for pid, cmd in _children().items() if pid not in before}
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        pytest.fail(f"test left processes running: {sorted(left.values())}")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,20 @@ from tests.conftest import FIXTURES, ROOT, SITE_MODEL
 MINIMAL = FIXTURES / "site" / "minimal.yaml"
 
 
-def start_hub(tmp_path: Path, site: Path) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def hub_process(tmp_path: Path, site: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``bmhub run`` in a subprocess that is killed on the way out, whatever the test did or failed to do."""
     env = {**os.environ, "BMHUB_STATE_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "hub", "run", str(site)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def read_until(proc: subprocess.Popen[bytes], needle: str, timeout: float = 20) -> str:
@@ -76,31 +86,27 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
     saved_mode = {"mode": "drill", "since": "2026-11-24T01:00:00+00:00", "reason": "autumn evacuation drill"}
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "mode.json").write_text(json.dumps(saved_mode))
-    proc = start_hub(tmp_path, MINIMAL)
-    try:
+    with hub_process(tmp_path, MINIMAL) as proc:
         started = read_until(proc, "bmhub running")
-    except AssertionError:
-        finish(proc, 0)
-        raise
-    assert "restored site mode drill (since 2026-11-24T01:00:00+00:00: autumn evacuation drill)" in started
-    assert "site test-site: 1 buildings, 3 zones, 11 devices, 16 points; mode drill" in started
-    status = run_cli(tmp_path, "status", "--json")
-    assert status.returncode == 0, status.stderr
-    live = json.loads(status.stdout)
-    assert live["running"] is True
-    assert live["mode"]["mode"] == "drill"
-    running = {s["name"] for s in live["services"] if s["state"] == "running"}
-    assert running == {"staleness", "status", "opening-hours", "mqtt-broker", "mqtt", "api"}
-    # The HTTP API of the running hub answers on the address it logged.
-    url = re.search(r"HTTP API on (http://127\.0\.0\.1:\d+/)", started)
-    assert url, started
-    with urllib.request.urlopen(url.group(1) + "api/zones/occupancy?bookable=true", timeout=10) as resp:
-        rooms = json.loads(resp.read())
-    assert [(r["zone"], r["capacity"], r["quality"]) for r in rooms] == [("room-201", 12, "unknown")]
-    with urllib.request.urlopen(url.group(1), timeout=10) as resp:
-        assert b"<title>bmhub</title>" in resp.read()
-    proc.send_signal(sig)
-    out = started + finish(proc, 10)  # a bound for the test, not a timing claim
+        assert "restored site mode drill (since 2026-11-24T01:00:00+00:00: autumn evacuation drill)" in started
+        assert "site test-site: 1 buildings, 3 zones, 11 devices, 16 points; mode drill" in started
+        status = run_cli(tmp_path, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        live = json.loads(status.stdout)
+        assert live["running"] is True
+        assert live["mode"]["mode"] == "drill"
+        running = {s["name"] for s in live["services"] if s["state"] == "running"}
+        assert running == {"staleness", "status", "opening-hours", "mqtt-broker", "mqtt", "api"}
+        # The HTTP API of the running hub answers on the address it logged.
+        url = re.search(r"HTTP API on (http://127\.0\.0\.1:\d+/)", started)
+        assert url, started
+        with urllib.request.urlopen(url.group(1) + "api/zones/occupancy?bookable=true", timeout=10) as resp:
+            rooms = json.loads(resp.read())
+        assert [(r["zone"], r["capacity"], r["quality"]) for r in rooms] == [("room-201", 12, "unknown")]
+        with urllib.request.urlopen(url.group(1), timeout=10) as resp:
+            assert b"<title>bmhub</title>" in resp.read()
+        proc.send_signal(sig)
+        out = started + finish(proc, 10)  # a bound for the test, not a timing claim
     assert proc.returncode == 0, out
     assert f"{sig.name} received: stopping" in out
     assert out.rstrip().endswith("bmhub stopped")
@@ -114,8 +120,8 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
 
 
 def test_run_refuses_a_broken_site_model(tmp_path: Path) -> None:
-    proc = start_hub(tmp_path, FIXTURES / "site" / "broken_fields.yaml")
-    out = finish(proc, 20)
+    with hub_process(tmp_path, FIXTURES / "site" / "broken_fields.yaml") as proc:
+        out = finish(proc, 20)
     assert proc.returncode == 1
     assert "broken_fields.yaml:107: zones[2].security_level: must be 0-4, got 7" in out
 
