@@ -116,7 +116,8 @@ _BASE_TEMPERATURE = {
 }  # fmt: skip
 
 # Start values by point kind; a str may name the payload text of a mapped value (status "online" -> true).
-# Kinds absent here (cards, captions, queue numbers, acks) have nothing to say until something happens.
+# Kinds absent here (cards, captions, queue numbers, acks, access answers) have nothing to say until something
+# happens; a point with ``states`` and no start value here starts in its first state (door-mode: normal).
 _START: dict[PointKind, Value] = {
     PointKind.OCCUPANCY: False, PointKind.PEOPLE_COUNT: 0, PointKind.DOOR: False, PointKind.LOCK: True,
     PointKind.FORCED: False, PointKind.HELD_OPEN: False, PointKind.CONTENT: "floor-map", PointKind.EMERGENCY: False,
@@ -306,6 +307,8 @@ class _Device:
 
 def _start(point: MqttPoint, language: str) -> Value:
     value = language if point.kind is PointKind.LANGUAGE else _START.get(point.kind)
+    if value is None and point.states and point.kind is not PointKind.ACCESS:
+        value = point.states[0]
     if value is None:
         return None
     if point.values is not None:

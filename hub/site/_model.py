@@ -147,6 +147,7 @@ class PointKind(StrEnum):
     DOOR = "door"
     LOCK = "lock"
     CARD = "card"
+    ACCESS = "access"
     FORCED = "forced"
     HELD_OPEN = "held-open"
     CONTENT = "content"
@@ -179,8 +180,8 @@ _BOOL_KINDS = frozenset({
     PointKind.EMERGENCY, PointKind.ALARM, PointKind.RUN, PointKind.CONTACT, PointKind.LIGHT, PointKind.FAN,
 })  # fmt: skip
 _TEXT_KINDS = frozenset({
-    PointKind.CARD, PointKind.CONTENT, PointKind.LANGUAGE, PointKind.CAPTION, PointKind.ACK, PointKind.WIFI_MODE,
-    PointKind.MODE, PointKind.STATUS, PointKind.UPS_STATUS, PointKind.QUEUE_NUMBER,
+    PointKind.CARD, PointKind.ACCESS, PointKind.CONTENT, PointKind.LANGUAGE, PointKind.CAPTION, PointKind.ACK,
+    PointKind.WIFI_MODE, PointKind.MODE, PointKind.STATUS, PointKind.UPS_STATUS, PointKind.QUEUE_NUMBER,
 })  # fmt: skip
 
 

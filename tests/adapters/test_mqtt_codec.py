@@ -23,6 +23,8 @@ WIFI = pt(kind="wifi-mode", topic="mode", states=["secured", "open"], writable=T
 CARD = pt(kind="card", topic="card", field="card_id")
 NESTED = pt(kind="co2", field="air.co2")
 CAPTION = pt(kind="caption", topic="caption", writable=True, command_topic="caption/set")
+ACCESS = pt(kind="access", topic="access", writable=True, command_topic="access/set", states=["grant", "deny"])
+DOOR_MODE = pt(kind="mode", topic="mode", writable=True, command_topic="mode/set", states=["normal", "released"])
 
 
 @pytest.mark.parametrize(
@@ -81,6 +83,10 @@ def test_decode_refuses_with_a_reason(point: MqttPoint, payload: bytes, reason: 
         (CAPTION, "session resumes", b"session resumes"),
         (pt(kind="setpoint", topic="sp", scale=0.1, writable=True, command_topic="sp/set"), 21.5, b"215.0"),
         (pt(kind="lock", topic="lock", writable=True, command_topic="lock/set"), False, b"false"),
+        (ACCESS, "grant", b"grant"),
+        (ACCESS, "deny", b"deny"),
+        (DOOR_MODE, "released", b"released"),  # fail-safe release in an emergency
+        (DOOR_MODE, "normal", b"normal"),  # restore
     ],
 )
 def test_encode_command(point: MqttPoint, value: Value, payload: bytes) -> None:
