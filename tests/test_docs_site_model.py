@@ -251,3 +251,11 @@ def test_console_example_prints_what_the_doc_shows(
         main(argv[1:])
         out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
         assert out.rstrip("\n") == expected.rstrip("\n"), f"{block.where}: output of {command!r} differs"
+
+
+def test_every_point_kind_is_listed_in_the_reference() -> None:
+    from hub.site import PointKind
+
+    section = DOC.read_text(encoding="utf-8").split("### Point kinds", 1)[1].split("###", 1)[0]
+    listed = set(re.findall(r"`([a-z0-9-]+)`", section))
+    assert {k.value for k in PointKind} <= listed
