@@ -42,6 +42,7 @@ BMHUB_DEBIAN_SERVERS=(
   "influxd:influxdb"
   "upsd:nut-server"
   "upsc:nut-client"
+  "openssl:openssl"
 )
 
 _have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }

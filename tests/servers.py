@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Mosquitto", "find_binary", "free_port", "wait_port"]
+__all__ = ["Mosquitto", "find_binary", "free_port", "make_test_ca", "wait_port"]
 
 
 def free_port() -> int:
@@ -44,10 +44,26 @@ def find_binary(name: str, package: str) -> str:
     pytest.fail(f"{name} is not installed: apt-get install {package} (scripts/test installs it when it may)")
 
 
+def make_test_ca(workdir: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl); returns the CA certificate's path."""
+    openssl = find_binary("openssl", "openssl")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=workdir, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bmhub test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
+    return workdir / "ca.crt"
+
+
 class Mosquitto:
     """A Mosquitto broker of the test's own: 127.0.0.1 only, TCP_NODELAY, persistence in ``workdir``."""
 
-    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, tls: bool = False) -> None:
         self.binary = find_binary("mosquitto", "mosquitto")
         self.workdir = workdir
         self.port = free_port()
@@ -69,6 +85,10 @@ class Mosquitto:
         if os.geteuid() == 0:
             # Run as root, Mosquitto drops to the 'mosquitto' user, which cannot read our files in tmp_path.
             lines.append("user root")
+        if tls:
+            self.ca_file = make_test_ca(workdir)
+            lines += [f"cafile {self.ca_file}", f"certfile {workdir / 'server.crt'}",
+                      f"keyfile {workdir / 'server.key'}"]  # fmt: skip
         if users:
             pwfile = workdir / "passwords"
             pwfile.write_text("")

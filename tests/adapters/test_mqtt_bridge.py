@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from hub.site import load_site
 from hub.supervisor import Health
 from tests.conftest import FIXTURES
 from tests.helpers import until
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, make_test_ca
 
 MINIMAL = FIXTURES / "site" / "minimal.yaml"
 ROOT = "bmhub/test-site"
@@ -30,13 +31,13 @@ ROOT = "bmhub/test-site"
 
 @asynccontextmanager
 async def running_hub(
-    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, start_timeout: float = 10.0, **env: str
 ) -> AsyncIterator[Runtime]:
     monkeypatch.setenv("BMHUB_MQTT_HOST", "127.0.0.1")
     monkeypatch.setenv("BMHUB_MQTT_PORT", str(broker.port))
     for k, v in env.items():
         monkeypatch.setenv(f"BMHUB_MQTT_{k.upper()}", v)
-    settings = Settings(state_dir=tmp_path / "state", api=False, status_interval=0.05)
+    settings = Settings(state_dir=tmp_path / "state", api=False, status_interval=0.05, start_timeout=start_timeout)
     rt = Runtime(load_site(MINIMAL), settings, adapters=("mqtt",))
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
@@ -322,3 +323,28 @@ async def test_rejects_are_listed_by_bmhub_status(
     assert "1 message(s) rejected from 1 device(s)" in out
     assert "field/lobby-exit/door" in out
     assert "point door: expected true or false, got 'ajar'" in out
+
+
+async def test_tls_with_the_sites_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = Mosquitto(tmp_path / "tls-broker", tls=True)
+    broker.start()
+    try:
+        async with running_hub(broker, tmp_path, monkeypatch, tls="true", ca_file=str(broker.ca_file)) as rt:
+            assert rt.health["mqtt"].state is Health.RUNNING
+            tls = ssl.create_default_context(cafile=str(broker.ca_file))
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="tls-dev", tls_context=tls) as dev:
+                await dev.publish("field/room-201-occ/state", b'{"occupied": true, "count": 2}', qos=1)
+            st = await until(lambda: rt.state.get("room-201-occ.count"), "a reading over TLS")
+            assert st.value == 2
+        # A broker whose certificate the configured CA did not sign is not trusted.
+        (tmp_path / "other-ca").mkdir()
+        other_ca = make_test_ca(tmp_path / "other-ca")
+        async with running_hub(
+            broker, tmp_path, monkeypatch, start_timeout=0.5, tls="true", ca_file=str(other_ca)
+        ) as rt:
+            health = rt.health["mqtt"]
+            await until(lambda: health.last_error, "the TLS failure")
+            assert health.state in (Health.RETRYING, Health.STARTING)
+            assert "certificate verify failed" in (health.last_error or "")
+    finally:
+        broker.stop()
