@@ -135,13 +135,15 @@ async def supervise(
         except (ConfigError, AdapterAuthError) as exc:
             set_state(Health.FAILED)
             health.last_error = str(exc)
-            log.error("%s stopped and will not retry: %s", health.name, exc)
+            # Log the text, not the exception: a handler that keeps records would keep its traceback's frames
+            # (and whatever sockets they hold) alive.
+            log.error("%s stopped and will not retry: %s", health.name, health.last_error)
             health.ready.set()
             return
         except AdapterNotReady as exc:
             health.last_error = str(exc)
             if not failing:
-                log.warning("%s is not reachable: %s (retrying with backoff)", health.name, exc)
+                log.warning("%s is not reachable: %s (retrying with backoff)", health.name, health.last_error)
             failing = True
         except Exception as exc:
             health.last_error = f"{type(exc).__name__}: {exc}"
