@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import itertools
 import json
 import logging
+import random
 import re
 import ssl
 import time
@@ -33,6 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.mqtt._codec import MissingField, PayloadError, decode, encode_command, parse_json
+from adapters.mqtt._discovery import discovery_messages
 from adapters.mqtt._settings import MqttSettings
 from hub.adapter import AdapterContext
 from hub.errors import AdapterAuthError, AdapterNotReady
@@ -72,6 +75,13 @@ class _DeviceCounts:
     received: int = 0
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("bmhub")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _cause(reason: str) -> str:
@@ -156,6 +166,11 @@ class MqttBridge:
                 if spec.command_topic is not None:
                     self._commands[pid] = (f"{base}/{spec.command_topic}", spec)
         self._command_topics = {t for t, _ in self._commands.values()}
+        self._ha_status = f"{settings.ha_prefix}/status" if settings.ha_discovery else None
+        self._discovery = (
+            discovery_messages(ctx.graph, self.root, settings.ha_prefix, _version()) if settings.ha_discovery else []
+        )
+        self._rediscover: asyncio.TimerHandle | None = None
         self.rejects = Rejects()
         self._outbox: deque[Command] = deque()
         self._retained: dict[str, bytes] = {}  # topic → latest payload not yet published (coalesced)
@@ -211,8 +226,15 @@ class MqttBridge:
             self._alarms.pop(ev.key, None)
             self._retain(topic, None)  # an empty retained message removes the alarm for every subscriber
 
+    def _queue_discovery(self) -> None:
+        self._rediscover = None
+        for topic, payload in self._discovery:
+            self._retained[topic] = payload
+        self._wake.set()
+
     def _snapshot(self) -> None:
         """Queue the whole current picture, for a broker that may have lost its retained messages."""
+        self._queue_discovery()
         self._on_mode()
         for st in self._ctx.state:
             self._retain_point(st)
@@ -243,6 +265,12 @@ class MqttBridge:
         """Turn one message from a field device into readings (or rejects). Never raises."""
         routes = self._routes.get(topic)
         if routes is None:
+            if topic == self._ha_status:
+                if payload == b"online" and self._rediscover is None:
+                    # Home Assistant (re)started: answer after a random delay, as its documentation asks.
+                    delay = random.uniform(0.0, 5.0)  # noqa: S311 - jitter, not crypto
+                    self._rediscover = asyncio.get_running_loop().call_later(delay, self._queue_discovery)
+                return
             if topic.startswith(self._alarm_root):
                 key = topic[len(self._alarm_root) :]
                 if retained and payload and key not in {_topic_level(k) for k in self._alarms}:
@@ -339,6 +367,9 @@ class MqttBridge:
                     except* aiomqtt.MqttError as group:
                         raise AdapterNotReady(f"lost {where}: {group.exceptions[0]}") from None
                 except asyncio.CancelledError:
+                    if self._rediscover is not None:
+                        self._rediscover.cancel()
+                        self._rediscover = None
                     # A clean stop: say so, because the broker sends the last will only for a lost connection.
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(1):
@@ -365,6 +396,8 @@ class MqttBridge:
         await client.subscribe([(f, 1) for f in self.subscriptions()])
         # Alarms retained by an earlier run that are no longer active get cleared (see handle()).
         await client.subscribe(f"{self._alarm_root}+", qos=1)
+        if self._ha_status is not None:
+            await client.subscribe(self._ha_status, qos=1)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         handle = self.handle

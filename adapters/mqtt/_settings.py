@@ -29,4 +29,6 @@ class MqttSettings(BaseSettings):
     max_payload: int = Field(default=65536, ge=256, description="Bytes; larger messages are rejected.")
     command_ttl: float = Field(default=300.0, gt=0, description="Seconds a queued command may wait for a broker.")
     outbox_size: int = Field(default=10000, ge=1, description="Commands queued while the broker is away.")
+    ha_discovery: bool = Field(default=False, description="Publish Home Assistant MQTT discovery messages.")
+    ha_prefix: str = Field(default="homeassistant", description="Home Assistant's discovery prefix.")
     broker_port: int = Field(default=1883, ge=0, le=65535, description="Embedded broker port; taken or 0: any free.")

@@ -353,3 +353,33 @@ async def test_tls_with_the_sites_ca(tmp_path: Path, monkeypatch: pytest.MonkeyP
     finally:
         broker.stop()
         gc.collect()  # the socket paho left behind (see above), while this test's warning filter applies
+
+
+async def test_home_assistant_discovery_and_rediscovery_on_ha_birth(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        running_hub(mosquitto, tmp_path, monkeypatch, ha_discovery="true") as rt,
+        device(mosquitto, "home-assistant") as ha,
+    ):
+        await ha.subscribe("homeassistant/device/+/config", qos=1)
+        expected = len(rt.graph.devices) + 1  # every device, and the one zone with an occupancy sensor
+        configs = {m.topic.value: json.loads(m.payload) for m in await collect(ha, expected)}  # type: ignore[arg-type]
+        assert len(configs) == expected
+        zone = configs["homeassistant/device/bmhub_test_site_zone_room_201/config"]
+        assert zone["o"]["name"] == "bmhub"
+        assert zone["availability"][0]["topic"] == f"{ROOT}/status"
+        occupied = zone["cmps"]["occupied"]
+        assert occupied["state_topic"] == f"{ROOT}/zone/room-201/occupancy"
+        assert occupied["default_entity_id"] == "binary_sensor.bmhub_test_site_zone_room_201_occupied"
+        components = [c for cfg in configs.values() for c in cfg["cmps"].values()]
+        assert all("object_id" not in c for c in components)  # deprecated by Home Assistant
+        assert all(c["default_entity_id"] == f"{c['p']}.{c['unique_id']}" for c in components)
+        temp = configs["homeassistant/device/bmhub_test_site_room_201_vav/config"]["cmps"]["zone_temp"]
+        assert (temp["p"], temp["device_class"], temp["unit_of_measurement"]) == ("sensor", "temperature", "°C")
+        assert temp["state_topic"] == f"{ROOT}/point/room-201-vav/zone_temp"
+
+        # Home Assistant restarts and announces itself: the hub publishes its discovery again (after a jitter).
+        await ha.publish("homeassistant/status", b"online", qos=1)
+        again = await collect(ha, expected)
+        assert {m.topic.value for m in again} == set(configs)
