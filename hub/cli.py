@@ -324,30 +324,43 @@ def _start_time(text: str | None, calendar: Any) -> datetime:
 _EMBEDDED_MAX_SPEED = 200.0
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+def _simulated_time(args: argparse.Namespace, settings: Settings) -> tuple[SiteModel, Any, datetime, Any] | int:
+    """The site model, its calendar, the simulated start and a ScaledClock for ``demo`` and ``simulate``;
+    or the exit code after saying what is wrong."""
     from hub.calendar import Calendar
     from hub.clock import ScaledClock
-    from hub.demo import ConsoleReport, SimulatedBuilding
-    from hub.runtime import Runtime
 
-    path = find_site_model(args.path, settings)
-    loaded = _load(path, Console(stderr=True, soft_wrap=True))
+    err = Console(stderr=True, soft_wrap=True)
+    loaded = _load(find_site_model(args.path, settings), err)
     if loaded is None:
         return 1
     model = loaded[0]
-    if not 0 < args.speed <= _EMBEDDED_MAX_SPEED and not os.environ.get("BMHUB_MQTT_HOST"):
-        Console(stderr=True, soft_wrap=True).print(
-            f"--speed must be above 0 and at most {_EMBEDDED_MAX_SPEED:g} with the embedded broker: it carries about "
-            "850 QoS-1 messages/s, and the simulated building sends several hundred per second at 200x. For more, "
-            "point BMHUB_MQTT_HOST at a Mosquitto.", markup=False)  # fmt: skip
+    if args.speed <= 0:
+        err.print(f"--speed must be above 0, got {args.speed:g}", markup=False)
         return 2
     calendar = Calendar(model.calendar, model.site.timezone)
     try:
         start = _start_time(args.start, calendar)
     except ValueError as exc:
-        Console(stderr=True).print(f"--start: {exc}", markup=False)
+        err.print(f"--start: {exc}", markup=False)
         return 2
-    clock = ScaledClock(start, args.speed)
+    return model, calendar, start, ScaledClock(start, args.speed)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.demo import ConsoleReport, SimulatedBuilding
+    from hub.runtime import Runtime
+
+    if args.speed > _EMBEDDED_MAX_SPEED and not os.environ.get("BMHUB_MQTT_HOST"):
+        Console(stderr=True, soft_wrap=True).print(
+            f"--speed must be above 0 and at most {_EMBEDDED_MAX_SPEED:g} with the embedded broker: it carries about "
+            "850 QoS-1 messages/s, and the simulated building sends several hundred per second at 200x. For more, "
+            "point BMHUB_MQTT_HOST at a Mosquitto.", markup=False)  # fmt: skip
+        return 2
+    setup = _simulated_time(args, settings)
+    if isinstance(setup, int):
+        return setup
+    model, calendar, start, clock = setup
     # The demo keeps its own saved mode and status, apart from a real hub's on this machine.
     demo_settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo"})
     runtime = Runtime(model, demo_settings, clock=clock)
@@ -374,19 +387,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Only the simulated devices, against a broker of your choice (to exercise a hub running elsewhere)."""
-    from hub.calendar import Calendar
-    from hub.clock import ScaledClock
     from hub.graph import SiteGraph
     from hub.supervisor import ServiceHealth, supervise
 
-    path = find_site_model(args.path, settings)
-    loaded = _load(path, Console(stderr=True, soft_wrap=True))
-    if loaded is None:
-        return 1
-    model = loaded[0]
-    calendar = Calendar(model.calendar, model.site.timezone)
-    start = _start_time(args.start, calendar)
-    clock = ScaledClock(start, args.speed)
+    setup = _simulated_time(args, settings)
+    if isinstance(setup, int):
+        return setup
+    model, _, start, clock = setup
     sim_module = importlib.import_module("adapters.sim")
     sim = sim_module.MqttSimulator(SiteGraph(model), args.host, args.port, seed=args.seed, speed=args.speed,
                                    start=start, clock=clock, username=args.username,

@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.conftest import FIXTURES
+from tests.servers import Mosquitto
 from tests.test_cli import finish, read_until
 
 
@@ -77,3 +79,33 @@ def test_demo_refuses_a_speed_the_embedded_broker_cannot_carry(tmp_path: Path) -
                             text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2
     assert "--speed must be above 0 and at most 200 with the embedded broker" in result.stderr
+
+
+async def test_simulate_publishes_the_sites_devices_to_a_named_broker(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    import asyncio
+
+    import aiomqtt
+
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="observer") as observer:
+        await observer.subscribe("field/#", qos=1)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub", "simulate", str(FIXTURES / "site" / "minimal.yaml"), "--port",
+            str(mosquitto.port), "--start", "2026-11-24T10:00:00", "--speed", "60",
+            env={**os.environ, "BMHUB_STATE_DIR": str(tmp_path)}, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            topics: set[str] = set()
+            async with asyncio.timeout(20):
+                async for m in observer.messages:
+                    topics.add(m.topic.value)
+                    if {"field/room-201-occ/state", "field/lobby-exit/door"} <= topics:
+                        break
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert "simulator stopped" in err.decode()
