@@ -20,6 +20,7 @@ import importlib.metadata
 import itertools
 import json
 import logging
+import math
 import random
 import re
 import ssl
@@ -180,8 +181,7 @@ class MqttBridge:
         self.expired_commands = 0
         self.connects = 0
         self.foreign = 0
-        units = {p.id: p.unit for p in ctx.graph.points.values()}
-        self._units = units
+        self._units = {p.id: p.unit for p in ctx.graph.points.values()}
         bus = ctx.bus
         bus.subscribe(Command, self._on_command, name="mqtt:commands", maxsize=self._settings.outbox_size)
         bus.subscribe(StateChanged, self._on_state, name="mqtt:state", maxsize=200_000)
@@ -199,8 +199,11 @@ class MqttBridge:
 
     def _retain_point(self, st: PointState) -> None:
         device, _, point = st.point.partition(".")
+        value = st.value
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # JSON has no NaN or infinity; apps see null with the point's quality
         self._retain(f"{self.root}/point/{device}/{point}", {
-            "point": st.point, "value": st.value, "quality": st.quality.value, "time": st.time.isoformat(),
+            "point": st.point, "value": value, "quality": st.quality.value, "time": st.time.isoformat(),
             "unit": self._units.get(st.point),
         })  # fmt: skip
 
@@ -247,7 +250,8 @@ class MqttBridge:
     def _on_command(self, cmd: Command) -> None:
         target = self._commands.get(cmd.point)
         if target is None:
-            if cmd.point in self._ctx.graph.points and self._ctx.graph.points[cmd.point].spec.__class__ is MqttPoint:
+            point = self._ctx.graph.points.get(cmd.point)
+            if point is not None and isinstance(point.spec, MqttPoint):
                 self._result(cmd, False, "point is not writable over MQTT (no command_topic)")
             return  # another adapter's point
         if len(self._outbox) >= self._settings.outbox_size:

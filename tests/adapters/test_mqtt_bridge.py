@@ -383,3 +383,20 @@ async def test_home_assistant_discovery_and_rediscovery_on_ha_birth(
         await ha.publish("homeassistant/status", b"online", qos=1)
         again = await collect(ha, expected)
         assert {m.topic.value for m in again} == set(configs)
+
+
+async def test_a_non_finite_value_is_published_as_null(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another adapter (BACnet, say) may report NaN; the outward JSON must stay valid JSON."""
+    from hub.events import PointState, StateChanged, utcnow
+
+    async with running_hub(mosquitto, tmp_path, monkeypatch) as rt, device(mosquitto, "app") as app:
+        await app.subscribe(f"{ROOT}/point/room-201-vav/zone_temp", qos=1)
+        new = PointState(point="room-201-vav.zone_temp", value=float("nan"), quality=Quality.BAD, time=utcnow())
+        rt.bus.publish(StateChanged(point=new.point, old=None, new=new))
+        [msg] = await collect(app, 1)
+    body = json.loads(msg.payload)  # type: ignore[arg-type]  # strict JSON: json.loads would accept NaN, so check
+    assert body["value"] is None
+    assert b"NaN" not in msg.payload  # type: ignore[operator]
+    assert body["quality"] == "bad"
