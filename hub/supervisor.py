@@ -66,7 +66,10 @@ class ServiceHealth:
     retry_in: float | None = None
 
     def __post_init__(self) -> None:
-        self.ready = asyncio.Event()  # set once the service first reports ready (or gives up)
+        # Set once the first start attempt has settled: the service reported ready, gave up, or failed and is
+        # retrying. The runtime waits for this before starting the next stage, so a peer that is down (a UPS
+        # server, a Modbus gateway) shows as "retrying" instead of holding up the whole hub.
+        self.ready = asyncio.Event()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -153,6 +156,7 @@ async def supervise(
             set_state(Health.STOPPED)
             log.info("%s finished", health.name)
             return
+        health.ready.set()
         if up_since is not None and clock.monotonic() - up_since >= backoff.reset_after:
             attempt = 0
         delay = backoff.delay(attempt, rng)

@@ -12,6 +12,7 @@ import pytest
 from hub.errors import AdapterAuthError, AdapterNotReady, ConfigError, Problem
 from hub.supervisor import Backoff, Health, ServiceHealth, supervise
 from tests.conftest import FakeClock
+from tests.helpers import until
 
 
 class Scripted:
@@ -73,8 +74,7 @@ async def test_recovers_and_logs_recovery_once(caplog: pytest.LogCaptureFixture)
     svc = Scripted(clock, [AdapterNotReady("refused"), AdapterNotReady("refused"), "serve"])
     health = ServiceHealth(svc.name, "adapters")
     task = asyncio.create_task(supervise(svc, health, clock=clock))
-    await asyncio.wait_for(health.ready.wait(), 5)
-    assert health.state is Health.RUNNING
+    await until(lambda: health.state is Health.RUNNING, "the service to recover")
     assert health.restarts == 2
     assert health.last_error == "refused"
     assert [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()] == [
@@ -143,3 +143,16 @@ async def test_a_service_that_returns_is_stopped_not_restarted() -> None:
 def test_backoff_delay_is_capped() -> None:
     b = Backoff(initial=1, maximum=60, factor=2, jitter=0)
     assert [b.delay(n) for n in (0, 1, 5, 6, 50)] == [1, 2, 32, 60, 60]
+
+
+async def test_a_first_failure_settles_the_start_so_the_hub_is_not_held_up() -> None:
+    clock = FakeClock(max_sleeps=0)  # the first backoff sleep parks: the service stays retrying
+    svc = Scripted(clock, [AdapterNotReady("upsd refused the connection"), "serve"])
+    health = ServiceHealth(svc.name, "adapters")
+    task = asyncio.create_task(supervise(svc, health, clock=clock))
+    try:
+        await asyncio.wait_for(health.ready.wait(), 5)
+        assert health.state is Health.RETRYING  # settled, not running: the runtime may start the next stage
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
