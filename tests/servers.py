@@ -134,3 +134,180 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+class Nut:
+    """A upsd of the test's own (Debian's nut-server) with one dummy-ups driver per UPS, on 127.0.0.1 only.
+
+    ``upses`` maps each UPS name to the variables of its ``<name>.dev`` file (``ups.status: OL`` ...). The
+    drivers run in dummy-once mode: they re-read the file whenever its timestamp changes, which :meth:`write`
+    ensures. Configuration, state and the drivers' sockets live in a short directory under /tmp (a Unix socket
+    path must stay under 108 bytes, which pytest's ``tmp_path`` can exceed); the processes' output goes to
+    ``workdir``. upsd runs with ``MAXAGE maxage`` so a paused driver turns stale within seconds.
+
+    The Debian ``/usr/sbin/upsd`` is a wrapper that refuses to start unless /etc/nut/nut.conf sets a MODE, so
+    the real binaries under /lib/nut are run directly, in the foreground (``-F``), pointed at the directory by
+    ``NUT_CONFPATH`` and ``NUT_STATEPATH``; as root with ``-u root``, so they can read the test's files.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        upses: dict[str, dict[str, str]],
+        *,
+        users: dict[str, str] | None = None,
+        maxage: int = 3,
+    ) -> None:
+        import tempfile
+
+        self.upsd = self.nut_binary("upsd")
+        self.driver = self.nut_binary("dummy-ups")
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.confdir = Path(tempfile.mkdtemp(prefix="nut-", dir="/tmp"))
+        self.port = free_port()
+        self.values = {ups: dict(values) for ups, values in upses.items()}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}  # "upsd" and one per UPS name
+        self._mtimes: dict[str, int] = {}
+        self.env = {**os.environ, "NUT_CONFPATH": str(self.confdir), "NUT_STATEPATH": str(self.confdir),
+                    "NUT_ALTPIDPATH": str(self.confdir)}  # fmt: skip
+        self.user_args = ["-u", "root"] if os.geteuid() == 0 else []
+        sections = [f"[{ups}]\n\tdriver = dummy-ups\n\tport = {self.confdir / ups}.dev\n\tpollinterval = 1\n"
+                    f"\tdesc = \"test UPS {ups}\"\n" for ups in upses]  # fmt: skip
+        (self.confdir / "ups.conf").write_text("".join(sections))
+        (self.confdir / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {self.port}\nMAXAGE {maxage}\n")
+        accounts = {"admin": "admin-secret", **(users or {})}
+        (self.confdir / "upsd.users").write_text(
+            "".join(f"[{user}]\n\tpassword = {password}\n\tupsmon secondary\n" for user, password in accounts.items())
+        )
+        for path in self.confdir.iterdir():
+            path.chmod(0o600)
+        for ups in upses:
+            self.write(ups)
+
+    @staticmethod
+    def nut_binary(name: str) -> str:
+        """A NUT server binary (upsd, a driver): these live outside PATH, under /lib/nut on Debian."""
+        for folder in ("/lib/nut", "/usr/lib/nut", "/usr/libexec/nut"):
+            candidate = Path(folder) / name
+            if candidate.is_file():
+                return str(candidate)
+        pytest.fail(f"{name} is not installed: apt-get install nut-server (scripts/test installs it when it may)")
+
+    def write(self, ups: str, **changes: str) -> None:
+        """Change variables of ``ups`` (``write("x", **{"ups.status": "OB"})``) and rewrite its .dev file.
+
+        dummy-ups compares the file's timestamp in whole seconds, so each write moves it one second further
+        (into the future if need be) to be seen however fast writes follow each other.
+        """
+        self.values[ups].update(changes)
+        path = self.confdir / f"{ups}.dev"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{var}: {value}\n" for var, value in self.values[ups].items()))
+        mtime = max(int(time.time()), self._mtimes.get(ups, 0) + 1)
+        os.utime(tmp, (mtime, mtime))
+        tmp.replace(path)
+        self._mtimes[ups] = mtime
+
+    def _spawn(self, key: str, args: list[str]) -> None:
+        with (self.workdir / f"{key}.log").open("ab") as out:
+            self.procs[key] = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def start_driver(self, ups: str) -> None:
+        assert ups not in self.procs or self.procs[ups].poll() is not None
+        self._spawn(ups, [self.driver, "-a", ups, "-F", *self.user_args])
+
+    def start(self) -> None:
+        """Start every driver, then upsd; return once upsd serves every UPS's data (not ``WAIT``)."""
+        for ups in self.values:
+            self.start_driver(ups)
+        try:
+            self.wait_drivers()  # else upsd finds no socket and tries again only seconds later
+            self.start_upsd()
+            for ups in self.values:
+                self.wait_status(ups)
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"NUT did not start: {exc}\n{self.log()}") from None
+
+    def wait_drivers(self, timeout: float = 10.0) -> None:
+        """Until every driver has its socket up (``dummy-ups-<ups>`` in the state directory)."""
+        deadline = time.monotonic() + timeout
+        missing = list(self.values)
+        while time.monotonic() < deadline:
+            missing = [ups for ups in self.values if not (self.confdir / f"dummy-ups-{ups}").exists()]
+            if not missing:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"dummy-ups made no socket for {', '.join(missing)} within {timeout}s")
+
+    def start_upsd(self) -> None:
+        assert "upsd" not in self.procs or self.procs["upsd"].poll() is not None
+        self._spawn("upsd", [self.upsd, "-F", *self.user_args])
+        wait_port(self.port)
+
+    def stop_upsd(self) -> None:
+        self._end("upsd")
+
+    def query(self, ups: str, var: str = "ups.status") -> str:
+        """``GET VAR`` over a fresh connection: the value, or ``ERR <code>`` as upsd said it."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(f"GET VAR {ups} {var}\n".encode())
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        line = answer.decode().strip()
+        return line.split('"')[1] if line.startswith("VAR ") else line
+
+    def wait_status(self, ups: str, expected: str | None = None, timeout: float = 10.0) -> str:
+        """Poll ``ups.status`` until it is ``expected`` (None: any status with data: not WAIT, empty or ERR).
+
+        Returns the status; AssertionError naming the last answer after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        answer = ""
+        while time.monotonic() < deadline:
+            try:
+                answer = self.query(ups)
+            except OSError as exc:
+                answer = str(exc)
+            has_data = answer not in ("", "WAIT") and not answer.startswith("ERR")
+            if answer == expected or (expected is None and has_data):
+                return answer
+            time.sleep(0.05)
+        raise AssertionError(f"ups.status of {ups} still {answer!r} after {timeout}s")
+
+    def stop_driver(self, ups: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        self._end(ups, sig)
+
+    def pause_driver(self, ups: str) -> None:
+        """SIGSTOP: the driver stops answering upsd's pings, and upsd turns its data stale after MAXAGE."""
+        self.procs[ups].send_signal(signal.SIGSTOP)
+
+    def resume_driver(self, ups: str) -> None:
+        self.procs[ups].send_signal(signal.SIGCONT)
+
+    def _end(self, key: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        proc = self.procs.get(key)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGCONT)  # a paused process acts on SIGTERM only once resumed
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        """upsd first (it would log every driver leaving), then the drivers; the directory goes too."""
+        self._end("upsd")
+        for key in list(self.procs):
+            self._end(key)
+        shutil.rmtree(self.confdir, ignore_errors=True)
+
+    def log(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in sorted(self.workdir.glob("*.log")))
