@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from hub.adapter import Stage
 from hub.errors import ConfigError, Problem
 from hub.graph import SiteGraph
 from hub.settings import Settings
@@ -348,7 +349,7 @@ def _simulated_time(args: argparse.Namespace, settings: Settings) -> tuple[SiteM
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.demo import ConsoleReport, SimulatedBuilding
+    from hub.demo import ConsoleReport, SimulatedDevices
     from hub.runtime import Runtime
 
     if args.speed > _EMBEDDED_MAX_SPEED and not os.environ.get("BMHUB_MQTT_HOST"):
@@ -364,8 +365,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     # The demo keeps its own saved mode and status, apart from a real hub's on this machine.
     demo_settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo"})
     runtime = Runtime(model, demo_settings, clock=clock)
-    runtime.add_service("adapters", SimulatedBuilding(runtime, seed=args.seed, speed=args.speed, start=start,
-                                                      clock=clock))  # fmt: skip
+    # Modbus gateways and the UPS server must be up before their bridges connect; MQTT devices need the broker.
+    sims: tuple[tuple[Stage, str], ...] = (("core", "modbus"), ("core", "nut"), ("adapters", "mqtt"))
+    for stage, protocol in sims:
+        runtime.add_service(stage, SimulatedDevices(runtime, protocol, seed=args.seed, speed=args.speed, clock=clock))
     runtime.add_service("api", ConsoleReport(runtime, clock))
 
     def banner() -> None:
@@ -393,10 +396,11 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     setup = _simulated_time(args, settings)
     if isinstance(setup, int):
         return setup
-    model, _, start, clock = setup
+    model, _, start, _ = setup
     sim_module = importlib.import_module("adapters.sim")
+    # The simulator scales time itself from a real clock (a ScaledClock here would apply the speed twice).
     sim = sim_module.MqttSimulator(SiteGraph(model), args.host, args.port, seed=args.seed, speed=args.speed,
-                                   start=start, clock=clock, username=args.username,
+                                   start=start, username=args.username,
                                    password=os.environ.get("BMHUB_SIM_PASSWORD"))  # fmt: skip
 
     async def main() -> int:
@@ -408,7 +412,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         log.info("simulating %d MQTT devices of %s on %s:%d at %gx", len(_mqtt_devices(model)),
                  model.site.id, args.host, args.port, args.speed)  # fmt: skip
         try:
-            await supervise(sim, health, clock=clock)
+            await supervise(sim, health)
         except asyncio.CancelledError:
             log.info("simulator stopped: %s", sim.counts())
             return 0

@@ -16,11 +16,11 @@ from typing import Any, TextIO
 
 from hub.bus import Overflow
 from hub.calendar import Calendar
-from hub.clock import Clock
+from hub.clock import Clock, SystemClock
 from hub.events import OccupancyChanged
 from hub.runtime import Runtime
 
-__all__ = ["ConsoleReport", "SimulatedBuilding", "demo_start"]
+__all__ = ["ConsoleReport", "SimulatedDevices", "demo_start"]
 
 
 def demo_start(calendar: Calendar, now: datetime) -> datetime:
@@ -34,26 +34,41 @@ def demo_start(calendar: Calendar, now: datetime) -> datetime:
     raise ValueError("the business calendar never opens")
 
 
-class SimulatedBuilding:
-    """The MQTT simulator as a supervised service, connected to wherever the hub's broker turned out to be."""
+class SimulatedDevices:
+    """One protocol's simulated devices (``adapters.sim.<protocol>``) as a supervised service.
 
-    name = "simulator"
+    The simulators scale time themselves from a real clock: they get the demo's speed, and as their start the
+    hub's simulated time at the moment they start, so hub and devices agree on what time it is.
+    """
 
-    def __init__(self, runtime: Runtime, *, seed: int, speed: float, start: datetime, clock: Clock) -> None:
+    def __init__(self, runtime: Runtime, protocol: str, *, seed: int, speed: float, clock: Clock) -> None:
+        self.name = f"{protocol}-sim"
         self._runtime = runtime
-        self._options: dict[str, Any] = {"seed": seed, "speed": speed, "start": start, "clock": clock}
+        self._protocol = protocol
+        self._seed = seed
+        self._speed = speed
+        self._clock = clock
         self.simulator: Any = None
 
     async def run(self, ready: Callable[[], None]) -> None:
-        mqtt = importlib.import_module("adapters.mqtt")  # lazily: hub imports no protocol library
-        sim = importlib.import_module("adapters.sim")
-        bridge = next(s for _, s in self._runtime.services if isinstance(s, mqtt.MqttBridge))
-        host, port = bridge.endpoint()
-        self.simulator = sim.MqttSimulator(self._runtime.graph, host, port, **self._options)
+        sim = importlib.import_module(f"adapters.sim.{self._protocol}")  # lazily: hub imports no protocol library
+        options: dict[str, Any] = {"seed": self._seed, "speed": self._speed, "start": self._clock.now(),
+                                   "clock": SystemClock()}  # fmt: skip
+        graph = self._runtime.graph
+        if self._protocol == "mqtt":
+            # Wherever the hub's broker turned out to be (the embedded one may have moved off a taken port).
+            mqtt = importlib.import_module("adapters.mqtt")
+            bridge = next(s for _, s in self._runtime.services if isinstance(s, mqtt.MqttBridge))
+            self.simulator = sim.MqttSimulator(graph, *bridge.endpoint(), **options)
+        elif self._protocol == "modbus":
+            self.simulator = sim.ModbusSimulator(graph, **options)
+        else:
+            self.simulator = sim.NutSimulator(graph, **options)
         await self.simulator.run(ready)
 
     def details(self) -> dict[str, Any]:
-        return dict(self.simulator.counts()) if self.simulator is not None else {}
+        counts = getattr(self.simulator, "counts", None)
+        return dict(counts()) if callable(counts) else {}
 
 
 class ConsoleReport:

@@ -56,7 +56,13 @@ def test_demo_shows_occupancy_changing_and_stops_on_sigint(tmp_path: Path) -> No
         status = get_json(url + "api/status")
         assert isinstance(status, dict)
         states = {s["name"]: s["state"] for s in status["services"]}
-        assert states["simulator"] == states["mqtt"] == states["mqtt-broker"] == "running"
+        assert states["mqtt-sim"] == states["mqtt"] == states["mqtt-broker"] == "running"
+        # Every protocol of the quick start is live: Modbus gateways and the UPS server, simulated, and bridged.
+        assert states["modbus-sim"] == states["nut-sim"] == "running"
+        assert states["nut:127.0.0.1:3493"] == "running"
+        modbus = [name for name in states if name.startswith("modbus:")]
+        assert len(modbus) == 5
+        assert all(states[name] == "running" for name in modbus)
         assert status["points"]["good"] > 0
 
         console = read_until(proc, "bookable rooms occupied", timeout=30)
