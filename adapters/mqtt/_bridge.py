@@ -303,6 +303,7 @@ class MqttBridge:
         publish = self._ctx.bus.publish
         missing: list[str] = []
         ctx = Context(origin="adapter:mqtt")
+        now = self._ctx.clock.now()  # the hub's clock: staleness is judged against it (accelerated in the demo)
         for r in routes:
             try:
                 value = decode(r.spec, payload, document)
@@ -312,7 +313,7 @@ class MqttBridge:
             except PayloadError as exc:
                 self._bad([r], topic, f"point {r.spec.id}: {exc}", payload)
                 continue
-            publish(Reading(point=r.point, value=value, source="mqtt", context=ctx))
+            publish(Reading(point=r.point, value=value, source="mqtt", context=ctx, time=now))
         if missing and len(missing) == len(routes):
             self.rejects.reject(device, topic, f"none of the fields {', '.join(missing)} present", payload)
 
@@ -320,8 +321,11 @@ class MqttBridge:
         routes = list(routes)
         self.rejects.reject(routes[0].device, topic, reason, payload)
         ctx = Context(origin="adapter:mqtt")
+        now = self._ctx.clock.now()
         for r in routes:
-            self._ctx.bus.publish(Reading(point=r.point, value=None, quality=Quality.BAD, source="mqtt", context=ctx))
+            self._ctx.bus.publish(
+                Reading(point=r.point, value=None, quality=Quality.BAD, source="mqtt", context=ctx, time=now)
+            )
 
     def _device_of(self, topic: str) -> str:
         best = ""

@@ -17,6 +17,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from hub.clock import Clock, ScaledClock
 from hub.events import Command, CommandResult, Quality
 from hub.runtime import Runtime
 from hub.settings import Settings
@@ -32,14 +33,20 @@ ROOT = "bmhub/test-site"
 
 @asynccontextmanager
 async def running_hub(
-    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, start_timeout: float = 10.0, **env: str
+    broker: Mosquitto,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    start_timeout: float = 10.0,
+    clock: Clock | None = None,
+    **env: str,
 ) -> AsyncIterator[Runtime]:
     monkeypatch.setenv("BMHUB_MQTT_HOST", "127.0.0.1")
     monkeypatch.setenv("BMHUB_MQTT_PORT", str(broker.port))
     for k, v in env.items():
         monkeypatch.setenv(f"BMHUB_MQTT_{k.upper()}", v)
     settings = Settings(state_dir=tmp_path / "state", api=False, status_interval=0.05, start_timeout=start_timeout)
-    rt = Runtime(load_site(MINIMAL), settings, adapters=("mqtt",))
+    rt = Runtime(load_site(MINIMAL), settings, adapters=("mqtt",), clock=clock)
     ready = asyncio.Event()
     task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
     try:
@@ -400,3 +407,21 @@ async def test_a_non_finite_value_is_published_as_null(
     assert body["value"] is None
     assert b"NaN" not in msg.payload  # type: ignore[operator]
     assert body["quality"] == "bad"
+
+
+async def test_readings_are_stamped_with_the_hubs_clock(
+    mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staleness compares against the hub's clock; the demo's runs ahead of the wall clock. Stamping with wall
+    time made every MQTT point look stale there."""
+    from datetime import UTC, datetime
+
+    ahead = ScaledClock(datetime(2030, 6, 4, 10, 0, tzinfo=UTC), speed=1.0)
+    async with running_hub(mosquitto, tmp_path, monkeypatch, clock=ahead) as rt, device(mosquitto, "occ") as dev:
+        await dev.publish("field/room-201-occ/state", b'{"occupied": true, "count": 1}', qos=1)
+        st = await until(lambda: rt.state.get("room-201-occ.count"), "the reading")
+        assert st.time.year == 2030
+        rt.state.check_staleness()
+        fresh = rt.state.get("room-201-occ.count")
+        assert fresh is not None
+        assert fresh.quality is Quality.GOOD
