@@ -35,7 +35,7 @@ import math
 import random
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -45,8 +45,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from adapters.modbus import endpoints_of
 from adapters.modbus._codec import CodecError, decode, encode, encode_bit
-from hub.calendar import Calendar
-from hub.clock import Clock, SystemClock
+from adapters.sim._time import SimTime
+from hub.clock import Clock
 from hub.errors import AdapterNotReady
 from hub.events import Value
 from hub.graph import DeviceInfo, SiteGraph
@@ -294,17 +294,10 @@ class ModbusSimulator:
         endpoints: Mapping[tuple[str, int], tuple[str, int]] | None = None,
     ) -> None:
         """``endpoints`` maps a site-model ``(host, port)`` to the loopback address to listen on instead."""
-        if not speed > 0:
-            raise ValueError(f"speed must be positive, got {speed}")
-        if start is not None and start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        self.time = SimTime(graph, speed=speed, start=start, clock=clock)
         self.graph = graph
         self.seed = seed
         self.speed = speed
-        self._clock = clock or SystemClock()
-        self._start = start or self._clock.now()
-        self._calendar = Calendar(graph.model.calendar, graph.model.site.timezone)
-        self._t0: float | None = None
         self.writes = self.refused = self.requests = 0
         self._unencodable: set[tuple[str, str]] = set()
         self.servers: dict[tuple[str, int], tuple[tuple[str, int], list[_Unit]]] = {}
@@ -324,11 +317,11 @@ class ModbusSimulator:
 
     def now(self) -> tuple[float, float]:
         """Simulated seconds since the start, and the building's load factor then (0-1)."""
-        t = 0.0 if self._t0 is None else (self._clock.monotonic() - self._t0) * self.speed
-        local = (self._start + timedelta(seconds=t)).astimezone(self._calendar.tz)
-        if self._calendar.is_open(local):
+        t = self.time.now()
+        local = self.time.local(t)
+        if self.time.calendar.is_open(local):
             load = 1.0
-        elif self._calendar.is_business_day(local.date()) and 7 <= local.hour < 21:
+        elif self.time.calendar.is_business_day(local.date()) and 7 <= local.hour < 21:
             load = 0.6
         else:
             load = 0.35
@@ -347,8 +340,7 @@ class ModbusSimulator:
     async def run(self, ready: Callable[[], None]) -> None:
         """Listen on every endpoint, call ``ready()``, serve until cancelled. An address that cannot be bound
         raises :class:`AdapterNotReady` (the supervisor retries)."""
-        if self._t0 is None:
-            self._t0 = self._clock.monotonic()
+        self.time.begin()
         self.now()  # loads the holiday tables now (~0.1 s), not while the first request waits
         servers: list[ModbusTcpServer] = []
         try:

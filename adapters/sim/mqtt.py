@@ -64,15 +64,15 @@ import zlib
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import NamedTuple
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError  # not re-exported by aiomqtt; CONNACK refusals
 
 from adapters.mqtt._codec import PayloadError, decode, encode_command, encode_state
-from hub.calendar import Calendar
-from hub.clock import Clock, SystemClock
+from adapters.sim._time import SimTime
+from hub.clock import Clock
 from hub.errors import AdapterAuthError, AdapterNotReady
 from hub.events import Value
 from hub.graph import DeviceInfo, SiteGraph, ZoneInfo
@@ -485,21 +485,14 @@ class MqttSimulator:
         password: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if not speed > 0:
-            raise ValueError(f"speed must be positive, got {speed}")
-        if start is not None and start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        self.time = SimTime(graph, speed=speed, start=start, clock=clock)
         self.graph = graph
         self.seed = seed
         self.speed = speed
         self.languages = graph.model.site.languages
         self._host, self._port = host, port
         self._username, self._password = username, password
-        self._clock = clock or SystemClock()
-        self._start = start or self._clock.now()
-        self._calendar = Calendar(graph.model.calendar, graph.model.site.timezone)
         self._step_length = max(_STEP, _MIN_PERIOD * speed)
-        self._t0: float | None = None  # clock.monotonic() at the first run: simulated time 0
         self._heap: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
         self._outbox: list[_Msg] = []
@@ -509,7 +502,7 @@ class MqttSimulator:
         self.cards = [f"04:{n >> 16:02X}:{(n >> 8) & 0xFF:02X}:{n & 0xFF:02X}" for n in pool]
         self.zones = {z.id: _Zone(z, seed) for z in graph.zones.values()}
         local = self.local(0.0)
-        business, is_open = self._calendar.is_business_day(local.date()), self._calendar.is_open(local)
+        business, is_open = self.time.calendar.is_business_day(local.date()), self.time.calendar.is_open(local)
         for zone in self.zones.values():
             zone.settle(zone.target(local, business, is_open))
 
@@ -540,7 +533,7 @@ class MqttSimulator:
     # -------------------------------------------------------------------------------------------- model
     def local(self, t: float) -> datetime:
         """Simulated time ``t`` (seconds since start) in the site's timezone."""
-        return (self._start + timedelta(seconds=t)).astimezone(self._calendar.tz)
+        return self.time.local(t)
 
     def at(self, t: float, action: Callable[[float], None]) -> None:
         """Run ``action(t)`` at simulated time ``t``."""
@@ -552,7 +545,7 @@ class MqttSimulator:
 
     def _step(self, t: float) -> None:
         local = self.local(t)
-        business, is_open = self._calendar.is_business_day(local.date()), self._calendar.is_open(local)
+        business, is_open = self.time.calendar.is_business_day(local.date()), self.time.calendar.is_open(local)
         for zone in self.zones.values():
             zone.step(zone.target(local, business, is_open))
         for device in self.devices:
@@ -568,8 +561,7 @@ class MqttSimulator:
         return repeat
 
     def _now(self) -> float:
-        assert self._t0 is not None
-        return (self._clock.monotonic() - self._t0) * self.speed
+        return self.time.now()
 
     def _advance(self, now: float) -> None:
         """Run everything due by simulated time ``now``, in order."""
@@ -598,8 +590,7 @@ class MqttSimulator:
             ) as client:
                 if self._commands:
                     await client.subscribe([(topic, 1) for topic in self._commands])
-                if self._t0 is None:
-                    self._t0 = self._clock.monotonic()
+                self.time.begin()
                 self._advance(self._now())
                 self._outbox = []
                 for device in self.devices:
@@ -636,7 +627,7 @@ class MqttSimulator:
         while True:
             self._advance(self._now())
             await self._flush(client)
-            await self._clock.sleep(max(_BURST, (self._heap[0][0] - self._now()) / self.speed))
+            await self.time.clock.sleep(max(_BURST, (self._heap[0][0] - self._now()) / self.speed))
 
     async def _serve_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

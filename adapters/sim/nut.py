@@ -33,13 +33,13 @@ import socket
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from adapters.nut._protocol import join, split
 from adapters.nut._status import parse_status
-from hub.calendar import Calendar
-from hub.clock import Clock, SystemClock
+from adapters.sim._time import SimTime
+from hub.clock import Clock
 from hub.errors import AdapterNotReady
 from hub.graph import SiteGraph
 from hub.site import NutDevice
@@ -166,10 +166,7 @@ class NutSimulator:
         bind: tuple[str, int] = ("127.0.0.1", 3493),
         users: Mapping[str, str] | None = None,
     ) -> None:
-        if not speed > 0:
-            raise ValueError(f"speed must be positive, got {speed}")
-        if start is not None and start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        self.time = SimTime(graph, speed=speed, start=start, clock=clock)
         host, port = bind
         try:
             loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -182,10 +179,6 @@ class NutSimulator:
         self.speed = speed
         self.host, self.port = host, port
         self._users = dict(users) if users is not None else None
-        self._clock = clock or SystemClock()
-        self._start = start or self._clock.now()
-        self._calendar = Calendar(graph.model.calendar, graph.model.site.timezone)
-        self._t0: float | None = None
         self.ups: dict[str, _SimUps] = {}
         for dev in graph.find_devices(protocol="nut"):
             assert isinstance(dev.spec, NutDevice)  # protocol "nut" devices are NutDevices
@@ -202,16 +195,16 @@ class NutSimulator:
     # -------------------------------------------------------------------------------------------- model
     def now(self) -> float:
         """Simulated seconds since the first run (0 before it)."""
-        return 0.0 if self._t0 is None else (self._clock.monotonic() - self._t0) * self.speed
+        return self.time.now()
 
     def local(self, t: float) -> datetime:
-        return (self._start + timedelta(seconds=t)).astimezone(self._calendar.tz)
+        return self.time.local(t)
 
     def values(self, ups: str) -> dict[str, str]:
         """What ``LIST VAR`` answers for ``ups`` (a UPS name or device id) now, driver state aside."""
         u = self._find(ups)
         t = self.now()
-        return u.values(t, self._calendar.is_open(self.local(t)))
+        return u.values(t, self.time.calendar.is_open(self.local(t)))
 
     def set_status(self, ups: str, status: str | None) -> None:
         """Report ``status`` verbatim (``"OB DISCHRG"``, ``"OL OB"``, ``""``); None: automatic again.
@@ -220,7 +213,7 @@ class NutSimulator:
         """
         u = self._find(ups)
         t = self.now()
-        u.advance(t, u.load(t, self._calendar.is_open(self.local(t))))  # what happened so far, in the old state
+        u.advance(t, u.load(t, self.time.calendar.is_open(self.local(t))))  # what happened so far, in the old state
         u.status = status
 
     def set_var(self, ups: str, var: str, value: str | None) -> None:
@@ -251,8 +244,7 @@ class NutSimulator:
         except OSError as exc:
             raise AdapterNotReady(f"NUT simulator cannot listen on {self.host}:{self.port}: {exc}") from exc
         self.port = int(server.sockets[0].getsockname()[1])
-        if self._t0 is None:
-            self._t0 = self._clock.monotonic()
+        self.time.begin()
         log.info("simulated upsd on %s:%d for %d UPS: %s", self.host, self.port, len(self.ups), ", ".join(self.ups))
         ready()
         try:
