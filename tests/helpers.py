@@ -1,12 +1,15 @@
-"""Waiting in tests: bounded polling for conditions no event signals."""
+"""Waiting in tests: bounded polling for conditions no event signals, and a hub running for a block."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["until"]
+from hub.runtime import Runtime
+
+__all__ = ["running", "until"]
 
 WAIT = 10.0  # seconds: generous for CI; a bound on waiting, not a claim about speed
 
@@ -20,3 +23,16 @@ async def until(condition: Callable[[], Any], what: str) -> Any:
     except TimeoutError:
         raise AssertionError(f"timed out after {WAIT:.0f}s waiting for {what}") from None
     return result
+
+
+@contextlib.asynccontextmanager
+async def running(rt: Runtime) -> AsyncIterator[Runtime]:
+    """Run ``rt`` for the block: started (every stage settled) on entry, stopped in stages on exit."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
+    try:
+        await until(ready.is_set, "the hub to start")
+        yield rt
+    finally:
+        rt.request_stop()
+        await asyncio.wait_for(task, 10)

@@ -31,7 +31,7 @@ from hub.state import StateStore
 from hub.supervisor import Health
 from hub.yamlsrc import load_yaml
 from tests.conftest import FIXTURES, FakeClock
-from tests.helpers import until
+from tests.helpers import running, until
 from tests.servers import free_port
 
 MINIMAL = FIXTURES / "site" / "minimal.yaml"
@@ -215,14 +215,8 @@ async def running_hub(model: SiteModel, tmp_path: Path, monkeypatch: pytest.Monk
     for key, value in FAST.items():
         monkeypatch.setenv(f"BMHUB_MODBUS_{key}", value)
     rt = Runtime(model, Settings(state_dir=tmp_path / "state", api=False, status_interval=0.1), adapters=("modbus",))
-    ready = asyncio.Event()
-    task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
-    try:
-        await until(ready.is_set, "the hub to start")
+    async with running(rt):
         yield rt
-    finally:
-        rt.request_stop()
-        await asyncio.wait_for(task, 10)
 
 
 def bridge(rt: Runtime, port: int) -> ModbusBridge:

@@ -29,7 +29,7 @@ from hub.runtime import Runtime
 from hub.settings import Settings
 from hub.site import ModbusDevice, ModbusDeviceType, ModbusPoint, PointKind, SiteModel, load_site
 from tests.conftest import SITE_MODEL, FakeClock
-from tests.helpers import until
+from tests.helpers import running, until
 from tests.servers import free_port
 
 TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Tokyo"))  # a business day, open
@@ -55,14 +55,8 @@ async def plant(model: SiteModel, tmp_path: Path, **sim: Any) -> AsyncIterator[t
     ctx = AdapterContext(rt.bus, rt.graph, rt.state, rt.occupancy, rt.settings, rt.clock)
     for stage, service in create(ctx, endpoints=endpoints):
         rt.add_service(stage, service)
-    ready = asyncio.Event()
-    task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
-    try:
-        await until(ready.is_set, "the hub and the simulator to start")
+    async with running(rt):
         yield rt, simulator
-    finally:
-        rt.request_stop()
-        await asyncio.wait_for(task, 10)
 
 
 @contextlib.asynccontextmanager

@@ -24,7 +24,7 @@ from hub.settings import Settings
 from hub.site import load_site
 from hub.supervisor import Health
 from tests.conftest import FIXTURES
-from tests.helpers import until
+from tests.helpers import running, until
 from tests.servers import Mosquitto, make_test_ca
 
 MINIMAL = FIXTURES / "site" / "minimal.yaml"
@@ -47,14 +47,8 @@ async def running_hub(
         monkeypatch.setenv(f"BMHUB_MQTT_{k.upper()}", v)
     settings = Settings(state_dir=tmp_path / "state", api=False, status_interval=0.05, start_timeout=start_timeout)
     rt = Runtime(load_site(MINIMAL), settings, adapters=("mqtt",), clock=clock)
-    ready = asyncio.Event()
-    task = asyncio.create_task(rt.run(on_ready=ready.set), name="hub")
-    try:
-        await until(ready.is_set, "the hub to start")
+    async with running(rt):
         yield rt
-    finally:
-        rt.request_stop()
-        await asyncio.wait_for(task, 10)
 
 
 def device(broker: Mosquitto, name: str, **kw: Any) -> aiomqtt.Client:
