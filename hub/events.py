@@ -93,7 +93,7 @@ class PointState:
     point: str
     value: Value
     quality: Quality
-    time: datetime  # when the device measured or we received it
+    time: datetime  # when the hub received it, on the hub's clock (staleness is measured from here)
     source: str = ""
 
 

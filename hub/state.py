@@ -91,8 +91,10 @@ class StateStore:
         value = reading.value
         if value is None and reading.quality is not Quality.GOOD and old is not None:
             value = old.value  # offline/bad without a value: keep showing the last one, flagged
+        # The receive time on the store's own clock: staleness is judged against that clock, whatever clock the
+        # adapter stamped the reading with (the demo's runs ahead of the wall clock).
         new = PointState(
-            point=reading.point, value=value, quality=reading.quality, time=reading.time, source=reading.source
+            point=reading.point, value=value, quality=reading.quality, time=self._clock.now(), source=reading.source
         )
         self._points[reading.point] = new
         if (

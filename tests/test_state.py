@@ -113,3 +113,15 @@ def test_unreadable_saved_mode_falls_back_to_normal_and_keeps_the_file(
     assert st.mode is Mode.NORMAL
     assert (tmp_path / "mode.json").read_text() == content
     assert "is unreadable" in caplog.text
+
+
+def test_staleness_runs_on_the_stores_clock_not_the_readings(tmp_path: Path, clock: FakeClock) -> None:
+    """An adapter stamping readings with another clock (the wall clock, while the demo's runs ahead) must not
+    make fresh points look stale: the store keeps its own receive time."""
+    st, _ = store(tmp_path, clock)
+    wall_clock_stamp = clock.now() - timedelta(days=1)
+    st.apply(Reading(point="ahu-1.supply_temp", value=20.0, time=wall_clock_stamp))
+    state = st.get("ahu-1.supply_temp")
+    assert state is not None
+    assert state.time == clock.now()
+    assert st.check_staleness(clock.now() + timedelta(seconds=60)) == 0
