@@ -17,12 +17,19 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Mosquitto", "find_binary", "free_port", "make_test_ca", "wait_port"]
+__all__ = ["Mosquitto", "find_binary", "free_port", "free_udp_port", "make_test_ca", "wait_port"]
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nothing is bound to on ``host`` right now (BACnet/IP simulators and the hub's own socket)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
