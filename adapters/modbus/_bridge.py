@@ -33,21 +33,21 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from adapters._devices import DeviceHealth, DeviceState, Out, Tracked
 from adapters.modbus._codec import CodecError, decode, decode_bit, encode, encode_bit
 from adapters.modbus._errors import GATEWAY_CODES, ILLEGAL_DATA_ADDRESS, ModbusDeviceError, exception_name
 from adapters.modbus._plan import Read, Slot, plan, split
 from adapters.modbus._settings import ModbusSettings
 from hub.adapter import AdapterContext
 from hub.errors import AdapterNotReady
-from hub.events import Alarm, Command, CommandResult, Context, Quality, Reading, Value
+from hub.events import Command, CommandResult, Quality, Value
 from hub.graph import DeviceInfo
 from hub.site import ModbusDevice, ModbusDeviceType
 
@@ -55,43 +55,22 @@ __all__ = ["DeviceState", "ModbusBridge"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = "modbus"
 _ORIGIN = "adapter:modbus"
-_NAMES_SHOWN = 5  # devices named in one log line; the rest are counted
-
-
-class DeviceState(StrEnum):
-    UNKNOWN = "unknown"  # not polled yet
-    OK = "ok"
-    ERROR = "error"  # answers, but refused some reads (exception responses) or held unusable values
-    UNREACHABLE = "unreachable"
 
 
 class _NoAnswer(AdapterNotReady):
     """A device, or the connection to its gateway, did not answer."""
 
 
-_Out = list[tuple[str, Value, Quality]]
-
-
-@dataclass(eq=False)
-class _Device:
-    id: str
+@dataclass(eq=False, kw_only=True)
+class _Device(Tracked):
     unit: int
     interval: float
     reads: list[Read]
-    state: DeviceState = DeviceState.UNKNOWN
     next_due: float = 0.0
     polls: int = 0
     requests: int = 0
-    errors: int = 0
-    last_error: str | None = None
     last_poll_ms: float | None = None
-    failing: dict[str, str] = field(default_factory=dict)  # read or point → error being reported (logged once)
-
-    @property
-    def slots(self) -> list[Slot]:
-        return [s for r in self.reads for s in r.slots]
 
     def details(self) -> dict[str, Any]:
         return {
@@ -111,11 +90,6 @@ def _raise_swallowed_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _names(devices: Sequence[_Device]) -> str:
-    shown = ", ".join(d.id for d in devices[:_NAMES_SHOWN])
-    return shown + (f" and {len(devices) - _NAMES_SHOWN} more" if len(devices) > _NAMES_SHOWN else "")
 
 
 class ModbusBridge:
@@ -140,6 +114,7 @@ class ModbusBridge:
         self.target = connect_to or (host, port)
         self.name = f"modbus:{host}:{port}"
         self._where = f"{host}:{port}" + (f" (dialled at {self.target[0]}:{self.target[1]})" if connect_to else "")
+        self._health = DeviceHealth(ctx, "modbus", "Modbus device", log)
         self._devices: list[_Device] = []
         self._points: dict[str, tuple[_Device, Slot]] = {}
         for info in devices:
@@ -147,8 +122,9 @@ class ModbusBridge:
                 raise TypeError(f"device {info.id} is not a Modbus device")
             slots = [Slot(pid, spec) for spec, pid in zip(info.type.points, info.points, strict=True)]
             intervals = [p.interval for p in info.type.points if p.interval is not None]
-            dev = _Device(info.id, info.spec.unit_id, min(intervals, default=s.default_interval),
-                          plan(slots, max_gap=s.max_gap, max_bit_gap=s.max_bit_gap))  # fmt: skip
+            dev = _Device(id=info.id, label=f"unit {info.spec.unit_id} at {self._where}", points=info.points,
+                          unit=info.spec.unit_id, interval=min(intervals, default=s.default_interval),
+                          reads=plan(slots, max_gap=s.max_gap, max_bit_gap=s.max_bit_gap))  # fmt: skip
             self._devices.append(dev)
             self._points.update((slot.point, (dev, slot)) for slot in slots)
         self._client: AsyncModbusTcpClient | None = None
@@ -175,7 +151,7 @@ class ModbusBridge:
             _raise_swallowed_cancel()
             if not connected:
                 reason = f"cannot connect to the Modbus gateway at {self._where}"
-                down = [d for d in self._devices if self._go_offline(d, reason)]
+                down = [d for d in self._devices if self._health.offline(d, reason)]
                 raise AdapterNotReady(reason + (f"; {len(down)} device(s) now offline" if down else ""))
             self._client = client
             reads = sum(len(d.reads) for d in self._devices)
@@ -205,7 +181,11 @@ class ModbusBridge:
                     dev.next_due = now
         elif self._client is not None:
             reason = f"connection to {self._where} lost"
-            self._log_changes([(d, reason) for d in self._devices if self._go_offline(d, reason)], [])
+            self._health.log_changes(
+                [(d, reason) for d in self._devices if self._health.offline(d, reason)],
+                [],
+                f"Modbus gateway {self._where}",
+            )
         self._wake.set()
 
     async def _nap(self, seconds: float) -> None:
@@ -235,8 +215,8 @@ class ModbusBridge:
                 await self._poll(dev, down, up)
             if not client.connected:
                 reason = f"no connection to {self._where}"
-                down += [(d, reason) for d in self._devices if self._go_offline(d, reason)]
-            self._log_changes(down, up)
+                down += [(d, reason) for d in self._devices if self._health.offline(d, reason)]
+            self._health.log_changes(down, up, f"Modbus gateway {self._where}")
             now = clock.monotonic()
             for dev in due:
                 if dev.next_due <= now:  # skip the periods a slow round overran instead of catching up in a burst
@@ -248,29 +228,23 @@ class ModbusBridge:
         started = loop.time()
         dev.polls += 1
         self.polls += 1
-        out: _Out = []
+        out: Out = []
         try:
             for read in list(dev.reads):  # _read may split one of them in place
                 await self._read(dev, read, out)
         except _NoAnswer as exc:
             dev.errors += 1
             dev.last_error = str(exc)
-            if self._go_offline(dev, str(exc)):
+            if self._health.offline(dev, str(exc)):
                 down.append((dev, str(exc)))
             return
         finally:
             dev.last_poll_ms = round((loop.time() - started) * 1000, 2)
-        self._publish(out, Context(origin=_ORIGIN))
-        if dev.state is DeviceState.UNREACHABLE:
+        self._health.publish(out)
+        if self._health.answered(dev, out):
             up.append(dev)
-            self._ctx.bus.publish(Alarm(
-                key=self._alarm_key(dev), source=dev.id, severity="warning", active=False,
-                message=f"Modbus device {dev.id} (unit {dev.unit} at {self._where}) answers again",
-                context=Context(origin=_ORIGIN), time=self._clock.now(),
-            ))  # fmt: skip
-        dev.state = DeviceState.ERROR if any(q is Quality.BAD for _, _, q in out) else DeviceState.OK
 
-    async def _read(self, dev: _Device, read: Read, out: _Out) -> None:
+    async def _read(self, dev: _Device, read: Read, out: Out) -> None:
         """Read ``read`` and append its points' values (or ``bad``) to ``out``. Raises ``_NoAnswer``."""
         client = self._client
         if client is None:
@@ -291,15 +265,15 @@ class ModbusBridge:
                 for part in parts:
                     await self._read(dev, part, out)
                 return
-            self._failed(dev, what, str(exc))
+            self._health.failed(dev, what, str(exc))
             out.extend((s.point, None, Quality.BAD) for s in read.slots)
             return
         values: Sequence[int] | Sequence[bool] = response.bits if read.bits else response.registers
         if len(values) < read.count:
-            self._failed(dev, what, f"device {dev.id}: {len(values)} value(s) in the answer to {what}")
+            self._health.failed(dev, what, f"device {dev.id}: {len(values)} value(s) in the answer to {what}")
             out.extend((s.point, None, Quality.BAD) for s in read.slots)
             return
-        self._cleared(dev, what)
+        self._health.cleared(dev, what)
         for slot in read.slots:
             at = slot.start - read.start
             try:
@@ -308,10 +282,10 @@ class ModbusBridge:
                 else:
                     value = decode(slot.spec, [int(w) for w in values[at : at + slot.spec.width]])
             except CodecError as exc:
-                self._failed(dev, slot.point, f"point {slot.point}: {exc}")
+                self._health.failed(dev, slot.point, f"point {slot.point}: {exc}")
                 out.append((slot.point, None, Quality.BAD))
                 continue
-            self._cleared(dev, slot.point)
+            self._health.cleared(dev, slot.point)
             out.append((slot.point, value, Quality.GOOD))
 
     async def _request(self, dev: _Device, what: str, call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
@@ -333,57 +307,6 @@ class ModbusBridge:
                                 f"({exception_name(code)})")  # fmt: skip
             raise ModbusDeviceError(dev.id, code, f"{what} of unit {dev.unit}")
         return response
-
-    # ------------------------------------------------------------------ states, alarms, logs
-    @staticmethod
-    def _alarm_key(dev: _Device) -> str:
-        return f"modbus:{dev.id}:unreachable"
-
-    def _go_offline(self, dev: _Device, reason: str) -> bool:
-        """Mark ``dev`` unreachable: points offline, alarm raised. False if it already was."""
-        if dev.state is DeviceState.UNREACHABLE:
-            return False
-        dev.state = DeviceState.UNREACHABLE
-        dev.failing.clear()
-        ctx = Context(origin=_ORIGIN)
-        self._publish([(s.point, None, Quality.OFFLINE) for s in dev.slots], ctx)
-        self._ctx.bus.publish(Alarm(
-            key=self._alarm_key(dev), source=dev.id, severity="warning", active=True,
-            message=f"Modbus device {dev.id} (unit {dev.unit} at {self._where}) is not answering: {reason}",
-            context=ctx, time=self._clock.now(),
-        ))  # fmt: skip
-        return True
-
-    def _failed(self, dev: _Device, key: str, error: str) -> None:
-        dev.errors += 1
-        dev.last_error = error
-        if dev.failing.get(key) != error:
-            dev.failing[key] = error
-            log.warning("%s; its point(s) are bad until it reads again", error)
-
-    def _cleared(self, dev: _Device, key: str) -> None:
-        if dev.failing.pop(key, None) is not None:
-            log.info("Modbus device %s: %s works again", dev.id, key)
-
-    def _log_changes(self, down: list[tuple[_Device, str]], up: list[_Device]) -> None:
-        if len(down) == 1:
-            dev, reason = down[0]
-            log.warning("Modbus device %s (unit %d at %s) is not answering: %s; its points are offline", dev.id,
-                        dev.unit, self._where, reason)  # fmt: skip
-        elif down:
-            reasons = sorted({r for _, r in down})
-            log.warning("Modbus gateway %s: %d devices not answering (%s); their points are offline: %s",
-                        self._where, len(down), "; ".join(reasons[:3]), _names([d for d, _ in down]))  # fmt: skip
-        if len(up) == 1:
-            log.info("Modbus device %s (unit %d at %s) answers again", up[0].id, up[0].unit, self._where)
-        elif up:
-            log.info("Modbus gateway %s: %d devices answer again: %s", self._where, len(up), _names(up))
-
-    def _publish(self, out: _Out, ctx: Context) -> None:
-        publish = self._ctx.bus.publish
-        now = self._clock.now()
-        for point, value, quality in out:
-            publish(Reading(point=point, value=value, quality=quality, source=SOURCE, context=ctx, time=now))
 
     # ------------------------------------------------------------------ commands
     def _on_command(self, cmd: Command) -> None:
@@ -448,13 +371,13 @@ class ModbusBridge:
             log.warning("command %s (%s = %r) failed: %s", cmd.id, cmd.point, cmd.value, exc)
             self._result(cmd, False, str(exc))
             return
-        out: _Out = []
+        out: Out = []
         try:
             await self._read(dev, Read(spec.table, spec.address, spec.width, (slot,)), out)
         except _NoAnswer as exc:
             self._result(cmd, True, f"{what} of unit {dev.unit} done; no answer to the read-back: {exc}")
             return
-        self._publish(out, cmd.context.child(_ORIGIN))
+        self._health.publish(out, cmd.context.child(_ORIGIN))
         [(_, value, quality)] = out
         back = f"read back {value!r}" if quality is Quality.GOOD else "the read-back was refused"
         self._result(cmd, True, f"{what} of unit {dev.unit} done; {back}")
