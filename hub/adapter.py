@@ -11,17 +11,27 @@ import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from hub.bus import Bus
 from hub.clock import Clock
+from hub.events import Value
 from hub.graph import SiteGraph
 from hub.occupancy import OccupancyTracker
 from hub.settings import Settings
 from hub.state import StateStore
 from hub.supervisor import Service
 
-__all__ = ["ADAPTER_PROTOCOLS", "AdapterContext", "Stage", "load_adapters"]
+__all__ = [
+    "ADAPTER_PROTOCOLS",
+    "AdapterContext",
+    "PriorityArray",
+    "PriorityReader",
+    "PrioritySlot",
+    "Stage",
+    "load_adapters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,39 @@ class Detailed(Protocol):
     def details(self) -> dict[str, Any]:
         """Adapter-specific counters for ``bmhub status`` (JSON-ready)."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrioritySlot:
+    """One non-empty priority of a commandable point. ``holder`` names the hub's own command that wrote it
+    ("automation:energy (lunch break)"); None means another client of the device wrote it."""
+
+    priority: int
+    value: Value
+    holder: str | None = None
+    command_id: str | None = None
+    since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriorityArray:
+    """Who holds a commandable point: the highest non-empty priority wins; with none, the relinquish default."""
+
+    point: str
+    present_value: Value
+    relinquish_default: Value
+    active_priority: int | None
+    slots: tuple[PrioritySlot, ...]
+    status: str | None = None  # status flags that are set ("fault, out-of-service"), if any
+
+
+@runtime_checkable
+class PriorityReader(Protocol):
+    """An adapter whose points have priority arrays (BACnet). The API asks it who holds a point."""
+
+    def owns(self, point: str) -> bool: ...
+
+    async def priority_array(self, point: str) -> PriorityArray: ...
 
 
 AdapterFactory = Callable[[AdapterContext], Sequence[tuple[Stage, Service]]]

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Protocol, TypedDict
 
@@ -18,11 +19,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from hub.events import OccupancyChanged
+from hub.adapter import PriorityArray
+from hub.errors import AdapterNotReady, DeviceError
+from hub.events import OccupancyChanged, Value
 from hub.graph import SiteGraph
 from hub.netutil import bind_tcp
 
-__all__ = ["ApiServer", "HubView", "ZoneOccupancy", "create_app"]
+__all__ = ["ApiServer", "HubView", "PointPriorities", "ZoneOccupancy", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class HubView(Protocol):
 
     def zone_occupancy(self, zone: str) -> OccupancyChanged | None: ...
 
+    async def priority_array(self, point: str) -> PriorityArray: ...
+
 
 class ZoneOccupancy(BaseModel):
     zone: str
@@ -48,6 +53,23 @@ class ZoneOccupancy(BaseModel):
     count: int | None
     since: datetime | None
     quality: str
+
+
+class PrioritySlotOut(BaseModel):
+    priority: int
+    value: Value
+    holder: str | None  # the hub's command that wrote it ("automation:energy (lunch break)"); null: another client
+    command_id: str | None
+    since: datetime | None
+
+
+class PointPriorities(BaseModel):
+    point: str
+    present_value: Value
+    relinquish_default: Value
+    active_priority: int | None  # null: no priority is set, the point is at its relinquish default
+    slots: list[PrioritySlotOut]  # the non-empty priorities, highest (1) first
+    status: str | None
 
 
 class _State(TypedDict):
@@ -90,6 +112,27 @@ def create_app(hub: HubView) -> FastAPI:
         if not _has_sensor(h.graph, zone):
             raise HTTPException(404, f"zone {zone!r} has no occupancy sensor")
         return occupancy(h, zone)
+
+    @app.get("/api/points/{point}/priority", response_model=PointPriorities, tags=["points"],
+             responses={404: {"description": "unknown point, or one without a priority array"},
+                        502: {"description": "the device refused the read"},
+                        503: {"description": "the device does not answer"}})  # fmt: skip
+    async def point_priority(request: Request, point: str) -> PointPriorities:
+        """Who holds a commandable (BACnet) point: its 16 priorities, read from the device now, with the hub's own
+        commands named; the highest non-empty priority drives the point."""
+        h = view(request)
+        if point not in h.graph.points:
+            raise HTTPException(404, f"unknown point {point!r}")
+        try:
+            array = await h.priority_array(point)
+        except LookupError:
+            raise HTTPException(404, f"point {point!r} has no priority array (not a BACnet point)") from None
+        except DeviceError as exc:
+            raise HTTPException(502, str(exc)) from None
+        except AdapterNotReady as exc:
+            raise HTTPException(503, str(exc)) from None
+        data = asdict(array)
+        return PointPriorities(**data)
 
     @app.get("/api/status", tags=["health"])
     def status(request: Request) -> dict[str, Any]:

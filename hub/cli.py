@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from hub.adapter import Stage
-from hub.errors import ConfigError, Problem
+from hub.errors import ConfigError, HubError, Problem
 from hub.graph import SiteGraph
 from hub.settings import Settings
 from hub.site import DeviceKind, SiteModel, read_site
@@ -421,6 +421,43 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(main())
 
 
+def cmd_bacnet_discover(args: argparse.Namespace, settings: Settings) -> int:
+    """Who-Is to addresses or through a BBMD; the devices, their objects, or a site-model snippet."""
+    bacnet = importlib.import_module("adapters.bacnet")  # lazily: hub imports no protocol library
+    low = high = None
+    if args.instances:
+        lo, _, hi = args.instances.partition("-")
+        try:
+            low, high = int(lo), int(hi or lo)
+        except ValueError:
+            print(f"bmhub: --instances must be N or LOW-HIGH, got {args.instances!r}", file=sys.stderr)
+            return 2
+    try:
+        found = asyncio.run(bacnet.discover(args.targets, bind=args.bind, bbmd=args.bbmd, low=low, high=high,
+                                            wait=args.timeout, objects=not args.no_objects))  # fmt: skip
+    except HubError as exc:
+        print(f"bmhub: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json([d.as_dict() for d in found])
+    elif args.snippet:
+        sys.stdout.write(bacnet.snippet(found))
+    else:
+        out = _console()
+        for dev in found:
+            out.print(f"device {dev.instance} at {dev.address}: {dev.name or '?'} ({dev.vendor or '?'} "
+                      f"{dev.model or '?'}), {len(dev.objects)} object(s)" + (f"; {dev.error}" if dev.error else ""),
+                      highlight=False, markup=False)  # fmt: skip
+            for obj in dev.objects:
+                extra = [x for x in (obj.unit or obj.bacnet_units, "commandable" if obj.commandable else None,
+                                     "/".join(obj.states) if obj.states else None) if x]  # fmt: skip
+                out.print(f"  {obj.object:<28} {obj.name or '':<32} {', '.join(extra)}", highlight=False,
+                          markup=False)  # fmt: skip
+        if not found:
+            out.print("no device answered", highlight=False)
+    return 0 if found else 1
+
+
 def _mqtt_devices(model: SiteModel) -> list[str]:
     return [d.id for z in model.zones for d in z.devices if d.protocol == "mqtt"]
 
@@ -462,6 +499,27 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable status")
     st.add_argument("--rejects", action="store_true", help="list the latest rejected MQTT messages")
     st.set_defaults(func=cmd_status)
+
+    b = sub.add_parser("bacnet", help="BACnet/IP tools")
+    bsub = b.add_subparsers(dest="bacnet_command", required=True, metavar="TOOL")
+    bd = bsub.add_parser("discover", help="find BACnet devices and objects (directed Who-Is or through a BBMD)")
+    bd.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="address, host:port or range like 192.0.2.0/28 to send Who-Is to (port 47808 if none)",
+    )
+    bd.add_argument("--bbmd", help="register as a foreign device with this BBMD (host[:port]) and broadcast Who-Is")
+    bd.add_argument("--instances", help="only device instances N or LOW-HIGH")
+    bd.add_argument(
+        "--bind", default="127.0.0.1:0", help="own address IPv4[/prefix][:port] (default 127.0.0.1 on a free port)"
+    )
+    bd.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers (default 2)")
+    bd.add_argument("--no-objects", action="store_true", help="only the devices, not their objects")
+    out = bd.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable result")
+    out.add_argument("--snippet", action="store_true", help="print a site-model snippet (device types, devices)")
+    bd.set_defaults(func=cmd_bacnet_discover)
 
     g = sub.add_parser("graph", help="show the site as a tree (buildings, floors, zones, devices)")
     g.add_argument("path", nargs="?", help=site_help)

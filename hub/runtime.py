@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from automations import OpeningHours
-from hub.adapter import ADAPTER_PROTOCOLS, AdapterContext, Stage, load_adapters
+from hub.adapter import ADAPTER_PROTOCOLS, AdapterContext, PriorityArray, PriorityReader, Stage, load_adapters
 from hub.api import ApiServer
 from hub.bus import Bus
 from hub.calendar import Calendar
@@ -175,6 +175,13 @@ class Runtime:
 
     def zone_occupancy(self, zone: str) -> OccupancyChanged | None:
         return self.occupancy.get(zone)
+
+    async def priority_array(self, point: str) -> PriorityArray:
+        """Who holds a commandable point, from the adapter that owns it (BACnet). ``LookupError`` if none does."""
+        for _, service in self._services:
+            if isinstance(service, PriorityReader) and service.owns(point):
+                return await service.priority_array(point)
+        raise LookupError(point)
 
     def status(self) -> dict[str, Any]:
         """Health of every service, the mode, point quality counts and bus counters (JSON-ready)."""
