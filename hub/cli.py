@@ -349,7 +349,7 @@ def _simulated_time(args: argparse.Namespace, settings: Settings) -> tuple[SiteM
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.demo import ConsoleReport, SimulatedDevices
+    from hub.demo import ConsoleReport, SimulatedDevices, real_time_polling
     from hub.runtime import Runtime
 
     if args.speed > _EMBEDDED_MAX_SPEED and not os.environ.get("BMHUB_MQTT_HOST"):
@@ -364,11 +364,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     model, calendar, start, clock = setup
     # The demo keeps its own saved mode and status, apart from a real hub's on this machine.
     demo_settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo"})
-    runtime = Runtime(model, demo_settings, clock=clock)
-    # Modbus gateways and the UPS server must be up before their bridges connect; MQTT devices need the broker.
-    sims: tuple[tuple[Stage, str], ...] = (("core", "modbus"), ("core", "nut"), ("adapters", "mqtt"))
+    runtime = Runtime(real_time_polling(model, args.speed), demo_settings, clock=clock)
+    # BACnet devices, Modbus gateways and the UPS server must be up before their bridges start; MQTT devices
+    # need the broker.
+    sims: tuple[tuple[Stage, str], ...] = (("core", "bacnet"), ("core", "modbus"), ("core", "nut"),
+                                           ("adapters", "mqtt"))  # fmt: skip
     for stage, protocol in sims:
-        runtime.add_service(stage, SimulatedDevices(runtime, protocol, seed=args.seed, speed=args.speed, clock=clock))
+        runtime.add_service(stage, SimulatedDevices(runtime, protocol, seed=args.seed, speed=args.speed, clock=clock,
+                                                    site=find_site_model(args.path, settings)))  # fmt: skip
     runtime.add_service("api", ConsoleReport(runtime, clock))
 
     def banner() -> None:

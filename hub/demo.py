@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, time, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 from hub.bus import Overflow
 from hub.calendar import Calendar
 from hub.clock import Clock, SystemClock
+from hub.errors import AdapterNotReady
 from hub.events import OccupancyChanged
 from hub.runtime import Runtime
+from hub.site import SiteModel
 
-__all__ = ["ConsoleReport", "SimulatedDevices", "demo_start"]
+__all__ = ["ConsoleReport", "SimulatedDevices", "demo_start", "real_time_polling"]
+
+REAL_TIME_PROTOCOLS = ("bacnet", "modbus", "nut")
+OWN_PROCESS = ("bacnet",)  # simulators too heavy to share the hub's event loop
 
 
 def demo_start(calendar: Calendar, now: datetime) -> datetime:
@@ -34,6 +41,23 @@ def demo_start(calendar: Calendar, now: datetime) -> datetime:
     raise ValueError("the business calendar never opens")
 
 
+def real_time_polling(model: SiteModel, speed: float, protocols: Sequence[str] = REAL_TIME_PROTOCOLS) -> SiteModel:
+    """``model`` with the intervals of ``protocols``' points multiplied by ``speed``: those devices are then
+    polled as often in real time as on site, not ``speed`` times as often.
+
+    On the demo's 60x clock a 60 s interval is one real second: the 317 BACnet devices of the site would take
+    317 ReadPropertyMultiple a second and the Modbus gateways (10 s intervals) some 1,500 requests a second,
+    more than one core serves with the building simulated in the same process. BACnet changes still arrive at
+    once, by COV; MQTT devices report on simulated time as before."""
+    types = {}
+    for type_id, dtype in model.device_types.items():
+        if dtype.protocol in protocols:
+            points = [p.model_copy(update={"interval": p.interval * speed}) if p.interval else p for p in dtype.points]
+            dtype = dtype.model_copy(update={"points": points})
+        types[type_id] = dtype
+    return model.model_copy(update={"device_types": types})
+
+
 class SimulatedDevices:
     """One protocol's simulated devices (``adapters.sim.<protocol>``) as a supervised service.
 
@@ -41,8 +65,13 @@ class SimulatedDevices:
     hub's simulated time at the moment they start, so hub and devices agree on what time it is.
     """
 
-    def __init__(self, runtime: Runtime, protocol: str, *, seed: int, speed: float, clock: Clock) -> None:
+    def __init__(
+        self, runtime: Runtime, protocol: str, *, seed: int, speed: float, clock: Clock, site: Path | None = None
+    ) -> None:
+        """``site``: the site model file, for simulators that run in a process of their own (BACnet)."""
         self.name = f"{protocol}-sim"
+        self._site = site
+        self.process: asyncio.subprocess.Process | None = None
         self._runtime = runtime
         self._protocol = protocol
         self._seed = seed
@@ -51,6 +80,9 @@ class SimulatedDevices:
         self.simulator: Any = None
 
     async def run(self, ready: Callable[[], None]) -> None:
+        if self._protocol in OWN_PROCESS:
+            await self._run_process(ready)
+            return
         sim = importlib.import_module(f"adapters.sim.{self._protocol}")  # lazily: hub imports no protocol library
         options: dict[str, Any] = {"seed": self._seed, "speed": self._speed, "start": self._clock.now(),
                                    "clock": SystemClock()}  # fmt: skip
@@ -60,13 +92,45 @@ class SimulatedDevices:
             mqtt = importlib.import_module("adapters.mqtt")
             bridge = next(s for _, s in self._runtime.services if isinstance(s, mqtt.MqttBridge))
             self.simulator = sim.MqttSimulator(graph, *bridge.endpoint(), **options)
+        elif self._protocol == "bacnet":
+            self.simulator = sim.BacnetSimulator(graph, **options)
         elif self._protocol == "modbus":
             self.simulator = sim.ModbusSimulator(graph, **options)
         else:
             self.simulator = sim.NutSimulator(graph, **options)
         await self.simulator.run(ready)
 
+    async def _run_process(self, ready: Callable[[], None]) -> None:
+        """``python -m adapters.sim.<protocol>``: ready when it prints ``ready``; stopped with SIGTERM."""
+        if self._site is None:
+            raise ValueError(f"{self.name} runs in a process of its own and needs the site model's path")
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        self.process = proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"adapters.sim.{self._protocol}", str(self._site), "--seed", str(self._seed),
+            "--speed", str(self._speed), "--start", self._clock.now().isoformat(), "--log-level", level,
+            # Its own session: Ctrl-C is for the demo, which stops it; stdin is how it notices a killed demo.
+            "--parent-pipe", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = await proc.stdout.readline()
+            if line.strip() != b"ready":
+                raise AdapterNotReady(f"{self.name} exited with {await proc.wait()} before it was ready")
+            ready()
+            raise AdapterNotReady(f"{self.name} exited with {await proc.wait()}")
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    async with asyncio.timeout(5):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
     def details(self) -> dict[str, Any]:
+        if self.process is not None:
+            return {"pid": self.process.pid, "returncode": self.process.returncode}
         counts = getattr(self.simulator, "counts", None)
         return dict(counts()) if callable(counts) else {}
 

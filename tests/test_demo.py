@@ -1,4 +1,5 @@
-"""``bmhub demo`` as a newcomer runs it: embedded broker, simulated building, hub, status page; Ctrl-C stops it."""
+"""``bmhub demo`` as a newcomer runs it: embedded broker, simulated building (MQTT, BACnet, Modbus, NUT), hub,
+status page; Ctrl-C stops it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from hub.demo import real_time_polling
+from hub.site import load_site
 from tests.conftest import FIXTURES
 from tests.servers import Mosquitto
 from tests.test_cli import finish, read_until
@@ -64,6 +67,16 @@ def test_demo_shows_occupancy_changing_and_stops_on_sigint(tmp_path: Path) -> No
         assert len(modbus) == 5
         assert all(states[name] == "running" for name in modbus)
         assert status["points"]["good"] > 0
+        # BACnet: the simulated devices (a process of their own) answer, and their points come by COV.
+        assert states["bacnet-sim"] == states["bacnet"] == "running"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            bacnet = get_json(url + "api/status")["details"]["bacnet"]  # type: ignore[index]
+            if bacnet["devices"] == {"ok": 317} and bacnet["points_cov"] == 1568:
+                break
+            time.sleep(1)
+        assert (bacnet["devices"], bacnet["points_cov"], bacnet["points_polled"]) == ({"ok": 317}, 1568, 0), bacnet
+        assert bacnet["notifications"] > 0
 
         console = read_until(proc, "bookable rooms occupied", timeout=30)
         assert "mode normal" in console
@@ -115,3 +128,18 @@ async def test_simulate_publishes_the_sites_devices_to_a_named_broker(mosquitto:
                 await proc.wait()
     assert proc.returncode == 0, err.decode()
     assert "simulator stopped" in err.decode()
+
+
+def test_real_time_polling_scales_the_polled_protocols_only() -> None:
+    """At 60x, polled devices are asked as often in real time as on site; MQTT devices report on their own."""
+    model = load_site(FIXTURES / "site" / "minimal.yaml")
+    scaled = real_time_polling(model, 60)
+    for type_id, dtype in model.device_types.items():
+        before = [p.interval for p in dtype.points]
+        after = [p.interval for p in scaled.device_types[type_id].points]
+        if dtype.protocol in ("bacnet", "modbus", "nut"):
+            assert after == [None if i is None else i * 60 for i in before], type_id
+        else:
+            assert after == before, type_id
+    assert any(p.interval for t in model.device_types.values() if t.protocol == "bacnet" for p in t.points)
+    assert scaled.zones == model.zones

@@ -26,6 +26,7 @@ what the point holds now and, if a higher priority overrides the write, who hold
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 PointMode = Literal["cov", "polled", "pending"]
 _RESERVED_PRIORITY = 6  # minimum on/off (ASHRAE 135 clause 19.2.3)
 _LOG_BATCH = 0.5  # seconds: devices going or coming back within this are one log line
+_ATTENTION_SHOWN = 50  # devices detailed in details(); the rest are counted
+_COV_AGAIN = 10.0  # seconds before subscribing again after a device did not answer a SubscribeCOV
 
 
 class _NoAnswer(AdapterNotReady):
@@ -90,13 +93,14 @@ class _Device(Tracked):
     interval: float
     address: Any = None  # bacpypes3 Address
     next_poll: float = 0.0
-    next_cov: float = 0.0
     rpm: bool = True
     polls: int = 0
     requests: int = 0
     notifications: int = 0
     last_poll_ms: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reachable: asyncio.Event = field(default_factory=asyncio.Event)  # it answered its last poll
+    resubscribe: asyncio.Event = field(default_factory=asyncio.Event)  # it came back: subscribe now
 
     def details(self) -> dict[str, Any]:
         modes = {p.id: p.mode for p in self.points_of}
@@ -105,13 +109,14 @@ class _Device(Tracked):
             "interval": self.interval, "read": "rpm" if self.rpm else "read-property", "polls": self.polls,
             "requests": self.requests, "notifications": self.notifications, "errors": self.errors,
             "last_error": self.last_error, "last_poll_ms": self.last_poll_ms,
-            "cov": sorted(p for p, m in modes.items() if m == "cov"),
-            "polled": sorted(p for p, m in modes.items() if m == "polled"),
+            "cov": sum(m == "cov" for m in modes.values()),
+            "polled": sorted(p for p, m in modes.items() if m == "polled"),  # the exception: listed
         }  # fmt: skip
 
 
 @dataclass(frozen=True)
 class _Holder:
+    value: Value
     origin: str
     reason: str
     command_id: str
@@ -194,8 +199,14 @@ class BacnetBridge:
                      len(self._devices), len(self._points))  # fmt: skip
             ready()
             async with asyncio.TaskGroup() as tg:
-                for dev in self._devices:
-                    tg.create_task(self._device_loop(dev), name=f"bacnet:{dev.id}")
+                for i, dev in enumerate(self._devices):
+                    tg.create_task(self._poll_loop(dev), name=f"bacnet:{dev.id}:poll")
+                    if any(p.spec.cov for p in dev.points_of):
+                        delay = s.startup_spread * i / len(self._devices)
+                        tg.create_task(self._cov_loop(dev, delay), name=f"bacnet:{dev.id}:cov")
+                    else:
+                        for p in dev.points_of:
+                            p.mode = "polled"
         finally:
             self._stack = None
             for task in list(self._writes):
@@ -229,20 +240,27 @@ class BacnetBridge:
                 return exc
 
     # ------------------------------------------------------------------ per device
-    async def _device_loop(self, dev: _Device) -> None:
+    async def _poll_loop(self, dev: _Device) -> None:
+        """Poll every ``interval`` on the hub's clock: the interval is what staleness is judged by."""
         clock = self._clock
         while True:
+            await self._poll(dev)
             now = clock.monotonic()
-            if now >= dev.next_poll:
-                await self._poll(dev)
-                now = clock.monotonic()
-                dev.next_poll += (math.floor((now - dev.next_poll) / dev.interval) + 1) * dev.interval
-            if dev.state not in (DeviceState.UNREACHABLE, DeviceState.UNKNOWN) and now >= dev.next_cov:
-                await self._subscribe(dev)
-            wake = dev.next_poll
-            if dev.state not in (DeviceState.UNREACHABLE, DeviceState.UNKNOWN) and dev.next_cov:
-                wake = min(wake, dev.next_cov)
-            await clock.sleep(max(0.0, wake - clock.monotonic()))
+            dev.next_poll += (math.floor((now - dev.next_poll) / dev.interval) + 1) * dev.interval
+            await clock.sleep(max(0.0, dev.next_poll - clock.monotonic()))
+
+    async def _cov_loop(self, dev: _Device, delay: float) -> None:
+        """Subscribe while the device answers (first after ``delay``); renew at half the lifetime in real seconds,
+        because that is the clock the device's subscription runs out on; subscribe again at once when it comes
+        back."""
+        await asyncio.sleep(delay)
+        while True:
+            await dev.reachable.wait()
+            dev.resubscribe.clear()
+            delay = await self._subscribe(dev)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await dev.resubscribe.wait()
 
     async def _locate(self, dev: _Device) -> None:
         """Find the address of a device the model gives none for, by a Who-Is on its instance."""
@@ -279,16 +297,18 @@ class BacnetBridge:
             dev.errors += 1
             dev.last_error = str(exc)
             if self._health.offline(dev, str(exc)):
+                dev.reachable.clear()
                 for p in dev.points_of:  # a restarted device has forgotten them: subscribe again when it is back
                     if p.mode == "cov":
                         p.mode = "pending"
-                dev.next_cov = 0.0
                 self._note(down=(dev, str(exc)))
             return
         finally:
             dev.last_poll_ms = round((loop.time() - started) * 1000, 2)
         self._health.publish(out)
+        dev.reachable.set()
         if self._health.answered(dev, out):
+            dev.resubscribe.set()
             self._note(up=dev)
 
     async def _read_multiple(self, dev: _Device, points: Sequence[_Point], out: Out) -> None:
@@ -355,10 +375,9 @@ class BacnetBridge:
         return p.id, value, q
 
     # ------------------------------------------------------------------ COV
-    async def _subscribe(self, dev: _Device) -> None:
-        """Subscribe (or renew) every COV point of ``dev``; schedule the next renewal or retry."""
+    async def _subscribe(self, dev: _Device) -> float:
+        """Subscribe (or renew) every COV point of ``dev``; the real seconds until the next renewal or retry."""
         s = self._settings
-        now = self._clock.monotonic()
         retry_refused = [p for p in dev.points_of if p.mode == "polled" and p.spec.cov]
         wanted = [p for p in dev.points_of if p.spec.cov and p.mode in ("cov", "pending")] + retry_refused
         refused: list[str] = []
@@ -372,9 +391,8 @@ class BacnetBridge:
                     if p.mode != "polled" or p.cov_error != error:
                         refused.append(p.id)
                     p.mode, p.cov_error = "polled", error
-        except _NoAnswer:
-            dev.next_cov = now  # the next poll finds out whether the device is gone
-            return
+        except _NoAnswer:  # the polls find out whether the device is gone; if so, its return wakes the loop
+            return min(s.cov_lifetime / 2, _COV_AGAIN)
         for p in dev.points_of:
             if not p.spec.cov:
                 p.mode = "polled"
@@ -383,7 +401,7 @@ class BacnetBridge:
             log.info("BACnet device %s refuses COV for %d point(s) (%s): polled every %g s, asking again in %g s",
                      dev.id, len(refused), "; ".join(errors), dev.interval, s.cov_retry)  # fmt: skip
         modes = {p.mode for p in wanted}
-        dev.next_cov = now + (s.cov_lifetime / 2 if "cov" in modes else s.cov_retry)
+        return s.cov_lifetime / 2 if "cov" in modes else s.cov_retry
 
     async def _subscribe_one(self, dev: _Device, p: _Point) -> str | None:
         """SubscribeCOV for ``p`` (a renewal keeps its process identifier); None, or why the device refused."""
@@ -530,7 +548,7 @@ class BacnetBridge:
                 self._holders.pop(key, None)
             else:
                 origin = cmd.context.origin or "unknown"
-                self._holders[key] = _Holder(origin, cmd.reason, cmd.id, self._clock.now())
+                self._holders[key] = _Holder(cmd.value, origin, cmd.reason, cmd.id, self._clock.now())
             try:
                 array = await self._priority_array(dev, p)
             except (_NoAnswer, DeviceError) as exc:
@@ -599,6 +617,8 @@ class BacnetBridge:
             except CodecError:
                 value = str(raw)
             held = self._holders.get((p.id, i))
+            if held is not None and held.value != value:  # someone else wrote over it since
+                held = None
             holder = f"{held.origin}" + (f" ({held.reason})" if held.reason else "") if held else None
             slots.append(PrioritySlot(priority=i, value=value, holder=holder,
                                       command_id=held.command_id if held else None,
@@ -627,8 +647,18 @@ class BacnetBridge:
         """Each point's way in: ``cov`` (subscribed), ``polled`` (no COV: refused or ``cov: false``), ``pending``."""
         return {p.id: p.mode for dev in self._devices for p in dev.points_of}
 
+    def device_details(self, device: str) -> dict[str, Any]:
+        """Counters, state and the polled points of one device."""
+        return next(d for d in self._devices if d.id == device).details()
+
     def details(self) -> dict[str, Any]:
+        """Totals, and the details of the devices that need attention (unreachable, refusing reads or COV):
+        ``bmhub status`` writes this every few seconds, so not every device's (:meth:`device_details`)."""
         modes = list(self.point_modes().values())
+        states = [d.state.value for d in self._devices]
+        attention = [d for d in self._devices
+                     if d.state in (DeviceState.UNREACHABLE, DeviceState.ERROR) or not d.rpm
+                     or any(p.mode == "polled" and p.spec.cov for p in d.points_of)]  # fmt: skip
         return {
             "address": self.bound,
             "instance": self._settings.instance,
@@ -637,8 +667,9 @@ class BacnetBridge:
             "commands": self.commands,
             "points_cov": modes.count("cov"),
             "points_polled": modes.count("polled"),
-            "devices_unreachable": sum(d.state is DeviceState.UNREACHABLE for d in self._devices),
-            "devices": {d.id: d.details() for d in self._devices},
+            "devices": {state: states.count(state) for state in sorted(set(states))},
+            "attention": {d.id: d.details() for d in attention[:_ATTENTION_SHOWN]},
+            "attention_total": len(attention),
         }
 
 

@@ -172,16 +172,17 @@ def _slug(text: str | None, fallback: str) -> str:
 
 
 def _kind(obj: FoundObject) -> str:
+    """A first guess at the point kind, from object type and units; the snippet asks to check it."""
     family = obj.object.split(":")[0]
     if family.startswith("binary-"):
-        return "status"
+        return "contact" if family == "binary-input" else "run"
     if family.startswith("multi-state-"):
         return "mode"
-    if obj.unit in _KIND_BY_UNIT:
-        return _KIND_BY_UNIT[obj.unit]
     if obj.bacnet_units == "percent-relative-humidity":
         return "humidity"
-    return "number"
+    if obj.unit in _KIND_BY_UNIT:
+        return _KIND_BY_UNIT[obj.unit]
+    return {"analog-output": "valve", "analog-value": "setpoint"}.get(family, "load")
 
 
 def snippet(devices: Sequence[FoundDevice]) -> str:

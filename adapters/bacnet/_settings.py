@@ -34,4 +34,11 @@ class BacnetSettings(BaseSettings):
     default_priority: int = Field(
         default=8, ge=1, le=16, description="Priority of a command that names none (8: manual operator)."
     )
+    startup_spread: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="Seconds over which the devices' first COV subscriptions are spread, so a start does not "
+        "send every SubscribeCOV of the site at once.",
+    )
     concurrency: int = Field(default=16, ge=1, le=256, description="Requests in flight at once across devices.")

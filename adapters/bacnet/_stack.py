@@ -30,6 +30,8 @@ from hub.errors import AdapterNotReady, ConfigError, Problem
 __all__ = [
     "ErrorRejectAbortNack",
     "HubApplication",
+    "bind_error",
+    "close_application",
     "describe_error",
     "is_no_response",
     "is_unsupported_service",
@@ -60,17 +62,26 @@ def _setting_error(message: str) -> ConfigError:
     return ConfigError([Problem("environment", None, "BMHUB_BACNET_ADDRESS", message)])
 
 
-def _probe(host: str, port: int) -> None:
-    """Bind (host, port) once without SO_REUSEPORT, so a taken or foreign address fails here, clearly."""
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why (host, port) cannot be bound, None if it can. Binding without SO_REUSEPORT fails if any socket holds
+    the address, even one that would share it with SO_REUSEPORT as bacpypes3's do."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.bind((host, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise AdapterNotReady(f"BACnet/IP address {host}:{port} is in use by another program") from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise _setting_error(f"{host} is not an address of this machine") from None
-            raise AdapterNotReady(f"cannot bind BACnet/IP to {host}:{port}: {exc.strerror}") from None
+            return exc
+    return None
+
+
+def _probe(host: str, port: int) -> None:
+    """Bind (host, port) once without SO_REUSEPORT, so a taken or foreign address fails here, clearly."""
+    exc = bind_error(host, port)
+    if exc is not None:
+        if exc.errno == errno.EADDRINUSE:
+            raise AdapterNotReady(f"BACnet/IP address {host}:{port} is in use by another program")
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise _setting_error(f"{host} is not an address of this machine")
+        raise AdapterNotReady(f"cannot bind BACnet/IP to {host}:{port}: {exc.strerror}")
 
 
 class HubApplication:
@@ -132,7 +143,19 @@ class HubApplication:
         return False
 
     def close(self) -> None:
-        self.app.close()
+        close_application(self.app)
+
+
+def close_application(app: Any) -> None:
+    """Close a bacpypes3 application without leftovers: bacpypes3 keeps a timer per open transaction (a request
+    waiting for its answer, a confirmed COV notification waiting for its ack) that resends on expiry, even
+    after the socket closed, and each one then logs a traceback. Stop them, then close the sockets."""
+    sap = getattr(app, "asap", None)
+    for name in ("clientTransactions", "serverTransactions"):
+        for transaction in list(getattr(sap, name, ())):
+            transaction.stop_timer()
+        getattr(sap, name, []).clear()
+    app.close()
 
 
 def is_no_response(exc: BaseException) -> bool:

@@ -61,7 +61,8 @@ def test_decode_refuses(p: BacnetPoint, raw: Any, error: str) -> None:
 
 def test_encode_round_trips_and_checks() -> None:
     valve = point("analog-output:1", writable=True, min=0, max=100, kind="valve")
-    assert encode(valve, 40) == Real(40.0) and isinstance(encode(valve, 40), Real)
+    assert encode(valve, 40) == Real(40.0)
+    assert isinstance(encode(valve, 40), Real)
     assert isinstance(encode(valve, None), Null)
     assert encode(point("binary-output:1", writable=True), True) == BinaryPV("active")
     assert encode(MODE, "standby") == Unsigned(3)
