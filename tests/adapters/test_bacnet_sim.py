@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import socket
-import time
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -225,11 +224,9 @@ async def test_a_stopped_device_times_out_and_comes_back_with_its_values(graph: 
         assert sim.counts()["running"] == 1
         assert sim.counts()["cov_subscriptions"] == 0
 
-        started = time.monotonic()
         with pytest.raises(AbortPDU) as timed_out:
             await read(app, vav, "analog-value:1", "present-value")
-        assert str(timed_out.value.reason) == "no-response"
-        assert time.monotonic() - started >= 0.25
+        assert str(timed_out.value.reason) == "no-response"  # a timeout, not an answer
         other = await read(app, sim.address(FCU), "binary-input:2", "present-value")
         assert str(other) == "inactive"  # the other device carries on
 
@@ -394,12 +391,10 @@ async def test_a_device_without_cov_rejects_subscribe_cov_at_once(tmp_path: Path
     graph, _ = io_site(tmp_path, "io-1", "io-2")
     sim = BacnetSimulator(graph, no_cov=["io-2"], update_every=3600)
     async with serving(sim), client(sim, apdu_timeout=3000) as app:
-        started = time.monotonic()
-        with pytest.raises(RejectPDU) as refused:
+        with pytest.raises(RejectPDU) as refused:  # an answer (a Reject), not a timeout (an Abort no-response)
             async with app.change_of_value(Address(sim.address("io-2")), ObjectIdentifier("analog-input:1")):
                 pytest.fail("subscribed to a device without COV")
         assert str(refused.value.reason) == "unrecognized-service"
-        assert time.monotonic() - started < 1.5  # an answer, not the 3 s timeout
         assert sim.counts()["cov_refused"] == 1
         assert sim.counts()["cov_subscriptions"] == 0
         # it says so, and still answers everything else; the other device has COV
