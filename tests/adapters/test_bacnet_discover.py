@@ -1,8 +1,6 @@
 """``bmhub bacnet discover`` against real simulated BACnet/IP devices on loopback: directed Who-Is to addresses
-and ranges, objects, and a snippet the site model accepts.
-
-Not tested here: Who-Is through a BBMD. The BBMD forwards the broadcast to its peers' subnets, and loopback gives
-bacpypes3 devices no broadcast domain to receive it in (a bacpypes3 BBMD on 127.x answered for itself only)."""
+and ranges, Who-Is through a real bacpypes3 BBMD as a foreign device, objects, and a snippet the site model
+accepts."""
 
 from __future__ import annotations
 
@@ -16,6 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
+from bacpypes3.app import Application
+from bacpypes3.basetypes import BDTEntry, IPMode
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.networkport import NetworkPortObject
 
 from adapters.bacnet import discover, snippet
 from adapters.sim.bacnet import BacnetSimulator
@@ -45,6 +47,26 @@ async def simulated(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
             await task
 
 
+@contextlib.asynccontextmanager
+async def bbmd(peers: list[str]) -> AsyncIterator[str]:
+    """A bacpypes3 BBMD on 127.0.78.1 whose broadcast distribution table holds ``peers``; its address.
+
+    On a /24, not /32: a BBMD also re-broadcasts on its own subnet, and bacpypes3 fails the whole distribution
+    (peers included) on an address without a broadcast address."""
+    port = free_udp_port("127.0.78.1")
+    np = NetworkPortObject(f"127.0.78.1/24:{port}", objectIdentifier=("network-port", 1), objectName="NetworkPort-1")
+    np.bacnetIPMode = IPMode.bbmd
+    np.bbmdAcceptFDRegistrations = True
+    np.bbmdForeignDeviceTable = []
+    np.bbmdBroadcastDistributionTable = [BDTEntry(a) for a in [f"127.0.78.1/24:{port}", *peers]]
+    device = DeviceObject(objectIdentifier=("device", 7799), objectName="bbmd", vendorIdentifier=999)
+    app = Application.from_object_list([device, np])
+    try:
+        yield f"127.0.78.1:{port}"
+    finally:
+        app.close()
+
+
 async def test_directed_who_is_lists_devices_and_objects(tmp_path: Path) -> None:
     async with simulated(tmp_path) as addresses:
         _fast_host, fast_port = addresses["ahu-fast"].split(":")
@@ -66,6 +88,17 @@ async def test_directed_who_is_lists_devices_and_objects(tmp_path: Path) -> None
         assert ranged[0].objects == []
         only = await discover([addresses["ahu-fast"], addresses["ahu-slow"]], low=7702, high=7702, wait=0.5)
         assert [d.instance for d in only] == [7702]
+
+
+async def test_who_is_through_a_bbmd(tmp_path: Path) -> None:
+    """Registered as a foreign device, the Who-Is is broadcast by the BBMD to its peers; they answer directly."""
+    async with simulated(tmp_path) as addresses, bbmd(list(addresses.values())) as bbmd_address:
+        found = await discover([], bbmd=bbmd_address, wait=1.0, objects=False)
+        assert [(d.instance, d.address) for d in found if d.instance != 7799] == [
+            (7701, addresses["ahu-fast"]),
+            (7702, addresses["ahu-slow"]),
+        ]
+        assert any(d.instance == 7799 for d in found)  # the BBMD is a device too
 
 
 async def test_snippet_is_a_valid_site_model_fragment(tmp_path: Path) -> None:
@@ -111,3 +144,9 @@ async def test_cli_prints_devices_json(tmp_path: Path) -> None:
 async def test_bad_targets_are_clear_errors(targets: list[str], error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         await discover(targets)
+
+
+async def test_a_bbmd_that_does_not_answer_is_a_clear_error() -> None:
+    port = free_udp_port("127.0.78.2")  # nothing listens there
+    with pytest.raises(ConfigError, match=f"BBMD 127.0.78.2:{port} did not accept the foreign-device registration"):
+        await discover([], bbmd=f"127.0.78.2:{port}", wait=0.5)
