@@ -26,6 +26,7 @@ from hub.clock import Clock, SystemClock
 from hub.events import OccupancyChanged
 from hub.fileio import write_atomic
 from hub.graph import SiteGraph
+from hub.history import EmbeddedHistory, InfluxHistory, create_history
 from hub.occupancy import OccupancyTracker
 from hub.settings import Settings
 from hub.site import SiteModel
@@ -54,7 +55,7 @@ class StalenessWatch:
     async def run(self, ready: Callable[[], None]) -> None:
         ready()
         while True:
-            await asyncio.sleep(self.period)
+            await self.clock.sleep(self.period)
             self.state.check_staleness(self.clock.now())
 
 
@@ -105,9 +106,15 @@ class Runtime:
         self._running = False
         ctx = AdapterContext(self.bus, self.graph, self.state, self.occupancy, settings, self.clock)
         self._status = StatusWriter(self.status, settings.state_dir / STATUS_FILE, settings.status_interval)
+        # History: InfluxDB or the embedded store, as BMHUB_HISTORY_* / BMHUB_INFLUX_* say (docs/influxdb.md).
+        self.history: InfluxHistory | EmbeddedHistory | None = create_history(
+            self.bus, self.graph, settings.state_dir, clock=self.clock
+        )
+        history: list[tuple[Stage, Service]] = [("history", self.history)] if self.history is not None else []
         self._services: list[tuple[Stage, Service]] = [
             ("core", StalenessWatch(self.state, settings.staleness_check, self.clock)),
             ("core", self._status),
+            *history,
             *load_adapters(ctx, adapters),
             ("automations", OpeningHours(self.state, self.calendar, self.clock)),
             *services,

@@ -40,6 +40,7 @@ bmhub_venv() {  # $1: extras, e.g. "test" or ""
 BMHUB_DEBIAN_SERVERS=(
   "mosquitto:mosquitto"
   "influxd:influxdb"
+  "victoria-metrics:victoria-metrics"
   "upsd:nut-server"
   "upsc:nut-client"
   "openssl:openssl"

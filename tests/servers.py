@@ -318,3 +318,183 @@ class Nut:
 
     def log(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in sorted(self.workdir.glob("*.log")))
+
+
+# ---------------------------------------------------------------------- time-series servers (hub.history)
+import json  # noqa: E402 - appended section: the servers hub.history's tests need
+import urllib.parse  # noqa: E402
+import urllib.request  # noqa: E402
+
+__all__ += ["Influx", "VictoriaMetrics"]
+
+
+class Influx:
+    """An influxd of the test's own (Debian's influxdb, 1.x): HTTP on a free loopback port, auth off, reporting
+    and self-monitoring off, data under ``workdir``. :meth:`kill`, :meth:`pause` and :meth:`start` again play
+    an outage; the data survives a restart (WAL on disk)."""
+
+    def __init__(self, workdir: Path, database: str = "bmhub", *, max_body_size: int = 25_000_000) -> None:
+        self.binary = find_binary("influxd", "influxdb")
+        self.workdir = workdir
+        self.database = database
+        self.port = free_port()
+        self.rpc_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "influxdb.conf"
+        self.conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{workdir}/meta"\n  logging-enabled = false\n'
+            f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n  query-log-enabled = false\n'
+            "[retention]\n  enabled = false\n"
+            "[shard-precreation]\n  enabled = false\n"
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+            "[subscriber]\n  enabled = false\n"
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n  auth-enabled = false\n'
+            f"  log-enabled = false\n  max-row-limit = 0\n  max-body-size = {max_body_size}\n"
+            '[logging]\n  level = "warn"\n'
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or start again after :meth:`kill`/:meth:`stop`) and create the database; return once it answers."""
+        assert self.proc is None or self.proc.poll() is not None
+        with (self.workdir / "influxd.log").open("ab") as out:
+            self.proc = subprocess.Popen([self.binary, "run", "-config", str(self.conf)], stdout=out,
+                                         stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            wait_port(self.port, timeout=20)
+            self.query(f'CREATE DATABASE "{self.database}"', method="POST")
+        except (AssertionError, OSError) as exc:
+            self.stop()
+            raise AssertionError(f"influxd did not start: {exc}\n{self.log()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: gone mid-request, no goodbye (connections reset, the port refuses)."""
+        self.stop(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections but nothing answers (a hung or very slow server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def query(self, q: str, *, method: str = "GET", database: str | None = None) -> list[dict[str, object]]:
+        """Run InfluxQL through ``/query`` (times as ns epochs); the ``series`` of the first result."""
+        params = {"q": q, "epoch": "ns", "db": database or self.database}
+        data = None
+        url = f"{self.url}/query"
+        if method == "POST":
+            data = urllib.parse.urlencode(params).encode()
+        else:
+            url += "?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10) as resp:
+            doc = json.loads(resp.read())
+        result = doc["results"][0]
+        if "error" in result:
+            raise AssertionError(f"InfluxQL {q!r}: {result['error']}")
+        return list(result.get("series", []))
+
+    def rows(self, q: str) -> list[dict[str, object]]:
+        """The rows of a query as dicts (column → value), series tags included."""
+        out = []
+        for series in self.query(q):
+            for values in series["values"]:
+                out.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
+        return out
+
+    def write(self, body: str) -> None:
+        req = urllib.request.Request(f"{self.url}/write?db={self.database}&precision=ns", data=body.encode(),
+                                     method="POST")  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 204, resp.read()
+
+    def log(self) -> str:
+        f = self.workdir / "influxd.log"
+        return f.read_text(errors="replace")[-4000:] if f.exists() else ""
+
+
+@pytest.fixture
+def influxdb(tmp_path: Path) -> Iterator[Influx]:
+    server = Influx(tmp_path / "influxdb")
+    server.start()
+    yield server
+    server.stop()
+
+
+class VictoriaMetrics:
+    """A VictoriaMetrics single node of the test's own (Debian's victoria-metrics) on a free loopback port.
+
+    It takes InfluxDB line protocol on ``/write`` and ``/api/v2/write`` (org, bucket and token are accepted and
+    ignored) and stores each numeric field as a series ``<measurement>_<field>`` with the tags as labels, at
+    millisecond precision; string fields are not stored. :meth:`export` reads raw samples back."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = find_binary("victoria-metrics", "victoria-metrics")
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = [self.binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.workdir}/data",
+                "-retentionPeriod=100y", "-loggerLevel=ERROR", "-search.latencyOffset=0s"]  # fmt: skip
+        with (self.workdir / "victoria-metrics.log").open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_port(self.port, timeout=20)
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"victoria-metrics did not start: {exc}\n{self.log()}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def export(self, match: str) -> list[dict[str, object]]:
+        """Raw samples of the series ``match`` selects (``/api/v1/export``): one dict per series, with
+        ``metric`` (labels), ``values`` and ``timestamps`` (ms). Flushes the ingestion buffers first."""
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):
+            pass
+        url = f"{self.url}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+
+    def log(self) -> str:
+        f = self.workdir / "victoria-metrics.log"
+        return f.read_text(errors="replace")[-4000:] if f.exists() else ""
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    server = VictoriaMetrics(tmp_path / "victoria-metrics")
+    server.start()
+    yield server
+    server.stop()

@@ -96,7 +96,7 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> Non
         assert live["running"] is True
         assert live["mode"]["mode"] == "drill"
         running = {s["name"] for s in live["services"] if s["state"] == "running"}
-        assert running == {"staleness", "status", "opening-hours", "mqtt-broker", "mqtt", "api"}
+        assert running == {"staleness", "status", "history", "opening-hours", "mqtt-broker", "mqtt", "bacnet", "api"}
         # The HTTP API of the running hub answers on the address it logged.
         url = re.search(r"HTTP API on (http://127\.0\.0\.1:\d+/)", started)
         assert url, started

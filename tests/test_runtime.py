@@ -66,7 +66,7 @@ async def test_starts_in_stage_order_and_stops_in_reverse(tmp_path: Path) -> Non
     assert log == ["start influx", "start mqtt", "start energy", "start api"]
     assert {h.name: h.state for h in rt.health.values()} == {
         "staleness": Health.RUNNING,
-        "status": Health.RUNNING, "opening-hours": Health.RUNNING, "influx": Health.RUNNING,
+        "status": Health.RUNNING, "history": Health.RUNNING, "opening-hours": Health.RUNNING, "influx": Health.RUNNING,
         "mqtt": Health.RUNNING, "energy": Health.RUNNING, "api": Health.RUNNING,
     }  # fmt: skip
     assert rt.state.mode in (Mode.NORMAL, Mode.AFTER_HOURS)  # the calendar has decided
@@ -133,7 +133,7 @@ async def test_status_snapshot_shows_health_mode_points_and_bus(tmp_path: Path) 
     assert live["site"] == "test-site"
     assert {s["name"]: s["state"] for s in live["services"]}["mqtt"] == "running"
     assert live["points"]["unknown"] == 16  # nothing has reported yet
-    assert {b["name"] for b in live["bus"]} == {"state", "occupancy"}
+    assert {b["name"] for b in live["bus"]} == {"state", "occupancy", "history"}
     assert live["mode"]["mode"] in ("normal", "after-hours")
     assert final["running"] is False
     assert {s["state"] for s in final["services"]} == {"stopped"}

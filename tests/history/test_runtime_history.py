@@ -1,0 +1,83 @@
+"""History in the running hub: chosen by the environment, started in the history stage, in ``bmhub status``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.events import Reading
+from hub.history import EMBEDDED_FILE, EmbeddedHistory, InfluxHistory
+from hub.runtime import STATUS_FILE, Runtime
+from hub.settings import Settings
+from hub.site import load_site
+from tests.conftest import ROOT
+from tests.helpers import running, until
+from tests.history.rig import MINIMAL, NUMERIC, readings
+from tests.servers import Influx
+
+
+def runtime(tmp_path: Path) -> Runtime:
+    return Runtime(load_site(MINIMAL), Settings(state_dir=tmp_path / "state", api=False, status_interval=0.05),
+                   adapters=())  # fmt: skip
+
+
+async def test_without_influxdb_history_goes_to_the_embedded_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BMHUB_INFLUX_URL", raising=False)
+    monkeypatch.setenv("BMHUB_HISTORY_FLUSH_INTERVAL", "0.05")
+    rt = runtime(tmp_path)
+    assert isinstance(rt.history, EmbeddedHistory)
+    async with running(rt):
+        assert rt.health["history"].stage == "history"
+        for r in readings(100):
+            rt.bus.publish(r)
+        await until(lambda: rt.status()["details"]["history"]["written"] >= 100, "readings stored")
+        got = await rt.history.point_history(NUMERIC[0], start=r.time.replace(year=2000))
+    assert len(got) == 100 // len(NUMERIC) + (1 if 100 % len(NUMERIC) else 0)
+    assert (tmp_path / "state" / EMBEDDED_FILE).exists()
+    status = json.loads((tmp_path / "state" / STATUS_FILE).read_text())
+    assert status["details"]["history"]["backend"] == "embedded"
+
+
+async def test_with_influxdb_the_hub_writes_there_and_reports_counters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, influxdb: Influx
+) -> None:
+    monkeypatch.setenv("BMHUB_INFLUX_URL", influxdb.url)
+    monkeypatch.setenv("BMHUB_HISTORY_FLUSH_INTERVAL", "30")  # only the stop writes: the final flush is tested
+    rt = runtime(tmp_path)
+    assert isinstance(rt.history, InfluxHistory)
+    async with running(rt):
+        for r in readings(1000):
+            rt.bus.publish(Reading(point=r.point, value=r.value, time=r.time))
+        await until(lambda: rt.status()["details"]["history"]["pending"] >= 1000, "readings taken")
+    status = json.loads((tmp_path / "state" / STATUS_FILE).read_text())
+    details = status["details"]["history"]
+    assert (details["backend"], details["spooled"], details["pending"]) == ("influxdb", 0, 0)
+    readings_in = (await asyncio.to_thread(influxdb.rows, "SELECT count(value) FROM reading"))[0]["count"]
+    changes_in = (await asyncio.to_thread(influxdb.rows, "SELECT count(quality) FROM state_change"))[0]["count"]
+    assert (readings_in, changes_in) == (1000, 1000)  # every reading changed its point's value
+    assert details["written"] >= 2000  # and the mode the calendar set at start, if it changed it
+    assert details["endpoint"] == f"{influxdb.url} (v1, database bmhub)"
+
+
+async def test_history_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BMHUB_HISTORY_BACKEND", "off")
+    rt = runtime(tmp_path)
+    assert rt.history is None
+    assert "history" not in {svc.name for _, svc in rt.services}
+
+
+def test_exports_resolve_and_no_http_client_is_imported_until_configured() -> None:
+    import hub.history
+
+    assert [name for name in hub.history.__all__ if not hasattr(hub.history, name)] == []
+    # `bmhub status` and `bmhub validate` import the runtime: they must not pay for aiohttp or influxdb-client.
+    code = "import sys, hub.runtime; print(sorted(m for m in ('aiohttp', 'influxdb_client') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
