@@ -23,6 +23,7 @@ from hub.adapter import PriorityArray
 from hub.errors import AdapterNotReady, DeviceError
 from hub.events import OccupancyChanged, Value
 from hub.graph import SiteGraph
+from hub.history import OccupancyHour, Sample
 from hub.netutil import bind_tcp
 
 __all__ = ["ApiServer", "HubView", "PointPriorities", "ZoneOccupancy", "create_app"]
@@ -40,6 +41,12 @@ class HubView(Protocol):
     def zone_occupancy(self, zone: str) -> OccupancyChanged | None: ...
 
     async def priority_array(self, point: str) -> PriorityArray: ...
+
+    async def point_history(self, point: str, start: datetime | None, end: datetime | None) -> list[Sample]: ...
+
+    async def occupancy_per_hour(
+        self, zone: str, start: datetime | None, end: datetime | None
+    ) -> list[OccupancyHour]: ...
 
 
 class ZoneOccupancy(BaseModel):
@@ -72,6 +79,19 @@ class PointPriorities(BaseModel):
     status: str | None
 
 
+class SampleOut(BaseModel):
+    time: datetime
+    value: Value
+    quality: str
+
+
+class OccupancyHourOut(BaseModel):
+    hour: datetime  # start of the hour, in the site's time zone
+    occupied: float | None  # share of the hour the zone was occupied (of the time it was known); null: unknown
+    peak: int | None  # most people counted
+    known_seconds: float
+
+
 class _State(TypedDict):
     hub: HubView
 
@@ -82,7 +102,8 @@ def create_app(hub: HubView) -> FastAPI:
         yield {"hub": hub}
 
     app = FastAPI(title="bmhub", version="0.1.0", lifespan=lifespan,
-                  description="Live state of the building for apps: zone occupancy, health.")  # fmt: skip
+                  description="Live state of the building for apps: zone occupancy and its history, "
+                              "who holds a point, health.")  # fmt: skip
 
     def view(request: Request) -> HubView:
         v: HubView = request.state.hub
@@ -133,6 +154,50 @@ def create_app(hub: HubView) -> FastAPI:
             raise HTTPException(503, str(exc)) from None
         data = asdict(array)
         return PointPriorities(**data)
+
+    def _window(start: datetime | None, end: datetime | None) -> None:
+        for name, t in (("start", start), ("end", end)):
+            if t is not None and t.tzinfo is None:
+                raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-11-25T09:00:00+09:00")
+        if start is not None and end is not None and start >= end:
+            raise HTTPException(422, "start must be before end")
+
+    @app.get("/api/points/{point}/history", response_model=list[SampleOut], tags=["history"],
+             responses={404: {"description": "unknown point"},
+                        501: {"description": "history is not in the embedded store (InfluxDB, or off)"}})  # fmt: skip
+    async def point_history(
+        request: Request, point: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[SampleOut]:
+        """A point's readings from the embedded history store, oldest first (default: the last 24 h)."""
+        h = view(request)
+        if point not in h.graph.points:
+            raise HTTPException(404, f"unknown point {point!r}")
+        _window(start, end)
+        try:
+            samples = await h.point_history(point, start, end)
+        except LookupError as exc:
+            raise HTTPException(501, str(exc)) from None
+        return [SampleOut(time=x.time, value=x.value, quality=x.quality) for x in samples]
+
+    @app.get("/api/zones/{zone}/occupancy/hourly", response_model=list[OccupancyHourOut], tags=["occupancy"],
+             responses={404: {"description": "unknown zone, or one without an occupancy sensor"},
+                        501: {"description": "history is not in the embedded store (InfluxDB, or off)"}})  # fmt: skip
+    async def zone_occupancy_hourly(
+        request: Request, zone: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[OccupancyHourOut]:
+        """How a room was used, hour by hour (default: the last 24 h): for booking utilisation reports."""
+        h = view(request)
+        if zone not in h.graph.zones:
+            raise HTTPException(404, f"unknown zone {zone!r}")
+        if not _has_sensor(h.graph, zone):
+            raise HTTPException(404, f"zone {zone!r} has no occupancy sensor")
+        _window(start, end)
+        try:
+            hours = await h.occupancy_per_hour(zone, start, end)
+        except LookupError as exc:
+            raise HTTPException(501, str(exc)) from None
+        return [OccupancyHourOut(hour=x.hour, occupied=x.occupied, peak=x.peak, known_seconds=x.known_seconds)
+                for x in hours]  # fmt: skip
 
     @app.get("/api/status", tags=["health"])
     def status(request: Request) -> dict[str, Any]:

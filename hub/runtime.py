@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from hub.clock import Clock, SystemClock
 from hub.events import OccupancyChanged
 from hub.fileio import write_atomic
 from hub.graph import SiteGraph
-from hub.history import EmbeddedHistory, InfluxHistory, create_history
+from hub.history import EmbeddedHistory, InfluxHistory, OccupancyHour, Sample, create_history
 from hub.occupancy import OccupancyTracker
 from hub.settings import Settings
 from hub.site import SiteModel
@@ -184,6 +185,24 @@ class Runtime:
 
     def zone_occupancy(self, zone: str) -> OccupancyChanged | None:
         return self.occupancy.get(zone)
+
+    async def point_history(self, point: str, start: datetime | None, end: datetime | None) -> list[Sample]:
+        """A point's readings from the embedded history store (default: the last 24 h). ``LookupError`` when
+        history goes elsewhere (InfluxDB: query it there) or is off."""
+        if not isinstance(self.history, EmbeddedHistory):
+            raise LookupError(self._history_where())
+        return await self.history.point_history(point, start, end)
+
+    async def occupancy_per_hour(self, zone: str, start: datetime | None, end: datetime | None) -> list[OccupancyHour]:
+        """A zone's occupancy per hour from the embedded history store (default: the last 24 h)."""
+        if not isinstance(self.history, EmbeddedHistory):
+            raise LookupError(self._history_where())
+        return (await self.history.occupancy_per_hour(start, end, [zone])).get(zone, [])
+
+    def _history_where(self) -> str:
+        if self.history is None:
+            return "history is off (BMHUB_HISTORY_BACKEND=off)"
+        return "history goes to InfluxDB; query it there (Grafana, or its query API)"
 
     async def priority_array(self, point: str) -> PriorityArray:
         """Who holds a commandable point, from the adapter that owns it (BACnet). ``LookupError`` if none does."""
