@@ -233,6 +233,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     out.print("points: " + ", ".join(f"{k} {v}" for k, v in status["points"].items()))
     drops = [f"{b['name']} dropped {b['dropped']}" for b in status["bus"] if b["dropped"]]
     out.print("bus: " + (", ".join(drops) if drops else "no drops"))
+    for line in _detail_lines(status.get("details", {})):
+        out.print(line, markup=False)
     mqtt = status.get("details", {}).get("mqtt")
     if mqtt:
         rejects = mqtt["rejects"]
@@ -250,6 +252,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                               escape(r["payload"][:40]))  # fmt: skip
             out.print(table)
     return 0 if status["running"] else 3
+
+
+def _detail_lines(details: dict[str, Any]) -> list[str]:
+    """One line each for history and BACnet in ``bmhub status`` (the JSON has everything)."""
+    lines = []
+    h = details.get("history")
+    if h and h.get("backend") == "influxdb":
+        lines.append(f"history: {h['endpoint']}, {h['state']}; {h['written']} point(s) written, {h['spooled']} "
+                     f"spooled, {h['replayed']} replayed, {h['spool_points']} in the spool ({h['spool_bytes']} "
+                     f"bytes); dropped: {h['dropped_budget']} over the spool budget, {h['dropped_nonfinite']} "
+                     f"NaN/inf, {h['rejected']} refused by the database")  # fmt: skip
+    elif h:
+        lines.append(f"history: embedded store {h['path']}; {h['written']} row(s) written, {h['pending']} pending, "
+                     f"{h['retention_days']} days kept")  # fmt: skip
+    b = details.get("bacnet")
+    if b:
+        states = ", ".join(f"{n} {state}" for state, n in b["devices"].items())
+        attention = f"; {b['attention_total']} need attention: " + ", ".join(b["attention"]) if b["attention"] else ""
+        lines.append(f"bacnet: {b['address']}, devices {states}; points {b['points_cov']} by COV, "
+                     f"{b['points_polled']} polled; {b['requests']} request(s), {b['notifications']} "
+                     f"notification(s), {b['commands']} command(s){attention}")  # fmt: skip
+    return lines
 
 
 def _short_time(iso: str | None) -> str:
