@@ -6,18 +6,31 @@ green without the peer (scripts/test installs the packages).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-__all__ = ["Mosquitto", "find_binary", "free_port", "free_udp_port", "make_test_ca", "wait_port"]
+__all__ = [
+    "Influx",
+    "Mosquitto",
+    "ServerProcess",
+    "VictoriaMetrics",
+    "find_binary",
+    "free_port",
+    "free_udp_port",
+    "make_test_ca",
+    "wait_port",
+]
 
 
 def free_port() -> int:
@@ -321,26 +334,56 @@ class Nut:
 
 
 # ---------------------------------------------------------------------- time-series servers (hub.history)
-import json  # noqa: E402 - appended section: the servers hub.history's tests need
-import urllib.parse  # noqa: E402
-import urllib.request  # noqa: E402
-
-__all__ += ["Influx", "VictoriaMetrics"]
 
 
-class Influx:
+class ServerProcess:
+    """A server binary of the test's own, started in ``workdir`` with its output in ``<name>.log`` there."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def _spawn(self, args: list[str], port: int) -> None:
+        """Run ``args``; return once ``port`` accepts connections, or fail with the end of its log."""
+        with (self.workdir / f"{self.name}.log").open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_port(port, timeout=20)
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"{self.name} did not start: {exc}\n{self.log()}") from None
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused one must run to act on the signal
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        f = self.workdir / f"{self.name}.log"
+        return f.read_text(errors="replace")[-4000:] if f.exists() else ""
+
+
+class Influx(ServerProcess):
     """An influxd of the test's own (Debian's influxdb, 1.x): HTTP on a free loopback port, auth off, reporting
     and self-monitoring off, data under ``workdir``. :meth:`kill`, :meth:`pause` and :meth:`start` again play
     an outage; the data survives a restart (WAL on disk)."""
 
+    name = "influxd"
+
     def __init__(self, workdir: Path, database: str = "bmhub", *, max_body_size: int = 25_000_000) -> None:
+        super().__init__(workdir)
         self.binary = find_binary("influxd", "influxdb")
-        self.workdir = workdir
         self.database = database
         self.port = free_port()
         self.rpc_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "influxdb.conf"
         self.conf.write_text(
             "reporting-disabled = true\n"
@@ -364,15 +407,12 @@ class Influx:
     def start(self) -> None:
         """Start (or start again after :meth:`kill`/:meth:`stop`) and create the database; return once it answers."""
         assert self.proc is None or self.proc.poll() is not None
-        with (self.workdir / "influxd.log").open("ab") as out:
-            self.proc = subprocess.Popen([self.binary, "run", "-config", str(self.conf)], stdout=out,
-                                         stderr=subprocess.STDOUT)  # fmt: skip
+        self._spawn([self.binary, "run", "-config", str(self.conf)], self.port)
         try:
-            wait_port(self.port, timeout=20)
             self.query(f'CREATE DATABASE "{self.database}"', method="POST")
         except (AssertionError, OSError) as exc:
             self.stop()
-            raise AssertionError(f"influxd did not start: {exc}\n{self.log()}") from None
+            raise AssertionError(f"influxd did not create its database: {exc}\n{self.log()}") from None
 
     def kill(self) -> None:
         """SIGKILL: gone mid-request, no goodbye (connections reset, the port refuses)."""
@@ -386,16 +426,6 @@ class Influx:
     def resume(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     def query(self, q: str, *, method: str = "GET", database: str | None = None) -> list[dict[str, object]]:
         """Run InfluxQL through ``/query`` (times as ns epochs); the ``series`` of the first result."""
@@ -427,10 +457,6 @@ class Influx:
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 204, resp.read()
 
-    def log(self) -> str:
-        f = self.workdir / "influxd.log"
-        return f.read_text(errors="replace")[-4000:] if f.exists() else ""
-
 
 @pytest.fixture
 def influxdb(tmp_path: Path) -> Iterator[Influx]:
@@ -440,19 +466,19 @@ def influxdb(tmp_path: Path) -> Iterator[Influx]:
     server.stop()
 
 
-class VictoriaMetrics:
+class VictoriaMetrics(ServerProcess):
     """A VictoriaMetrics single node of the test's own (Debian's victoria-metrics) on a free loopback port.
 
     It takes InfluxDB line protocol on ``/write`` and ``/api/v2/write`` (org, bucket and token are accepted and
     ignored) and stores each numeric field as a series ``<measurement>_<field>`` with the tags as labels, at
     millisecond precision; string fields are not stored. :meth:`export` reads raw samples back."""
 
+    name = "victoria-metrics"
+
     def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
         self.binary = find_binary("victoria-metrics", "victoria-metrics")
-        self.workdir = workdir
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
@@ -461,22 +487,7 @@ class VictoriaMetrics:
     def start(self) -> None:
         args = [self.binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.workdir}/data",
                 "-retentionPeriod=100y", "-loggerLevel=ERROR", "-search.latencyOffset=0s"]  # fmt: skip
-        with (self.workdir / "victoria-metrics.log").open("ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_port(self.port, timeout=20)
-        except AssertionError as exc:
-            self.stop()
-            raise AssertionError(f"victoria-metrics did not start: {exc}\n{self.log()}") from None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._spawn(args, self.port)
 
     def export(self, match: str) -> list[dict[str, object]]:
         """Raw samples of the series ``match`` selects (``/api/v1/export``): one dict per series, with
@@ -486,10 +497,6 @@ class VictoriaMetrics:
         url = f"{self.url}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
         with urllib.request.urlopen(url, timeout=10) as resp:
             return [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
-
-    def log(self) -> str:
-        f = self.workdir / "victoria-metrics.log"
-        return f.read_text(errors="replace")[-4000:] if f.exists() else ""
 
 
 @pytest.fixture
