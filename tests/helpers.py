@@ -1,15 +1,18 @@
-"""Waiting in tests: bounded polling for conditions no event signals, and a hub running for a block."""
+"""Waiting in tests: bounded polling for conditions no event signals, a hub running for a block, and its HTTP API."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from hub.runtime import Runtime
 
-__all__ = ["running", "until"]
+__all__ = ["http_get", "running", "until"]
 
 WAIT = 10.0  # seconds: generous for CI; a bound on waiting, not a claim about speed
 
@@ -36,3 +39,13 @@ async def running(rt: Runtime) -> AsyncIterator[Runtime]:
     finally:
         rt.request_stop()
         await asyncio.wait_for(task, 10)
+
+
+def http_get(url: str) -> tuple[int, Any]:
+    """GET a JSON resource of the test's own hub (blocking: call it with ``asyncio.to_thread`` from async code):
+    the status and the decoded body, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -80,16 +80,51 @@ def make_test_ca(workdir: Path) -> Path:
     return workdir / "ca.crt"
 
 
-class Mosquitto:
-    """A Mosquitto broker of the test's own: 127.0.0.1 only, TCP_NODELAY, persistence in ``workdir``."""
+class ServerProcess:
+    """A server binary of the test's own, started in ``workdir`` with its output in ``<name>.log`` there."""
 
-    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, tls: bool = False) -> None:
-        self.binary = find_binary("mosquitto", "mosquitto")
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = free_port()
-        self.users = users
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
+
+    def _spawn(self, args: list[str], port: int) -> None:
+        """Run ``args``; return once ``port`` accepts connections, or fail with the end of its log."""
+        with (self.workdir / f"{self.name}.log").open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_port(port, timeout=20)
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"{self.name} did not start: {exc}\n{self.log()}") from None
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused one must run to act on the signal
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        f = self.workdir / f"{self.name}.log"
+        return f.read_text(errors="replace")[-4000:] if f.exists() else ""
+
+
+class Mosquitto(ServerProcess):
+    """A Mosquitto broker of the test's own: 127.0.0.1 only, TCP_NODELAY, persistence in ``workdir``."""
+
+    name = "mosquitto"  # its own log_dest and its output share mosquitto.log
+
+    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, tls: bool = False) -> None:
+        super().__init__(workdir)
+        self.binary = find_binary("mosquitto", "mosquitto")
+        self.port = free_port()
+        self.users = users
         lines = [
             f"listener {self.port} 127.0.0.1",
             "set_tcp_nodelay true",  # see docs/operations.md: Nagle costs 20-60 ms per command otherwise
@@ -124,28 +159,7 @@ class Mosquitto:
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)  # fmt: skip
-        try:
-            wait_port(self.port)
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"mosquitto did not start: {self.log()}") from None
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def log(self) -> str:
-        f = self.workdir / "mosquitto.log"
-        return f.read_text(errors="replace") if f.exists() else ""
+        self._spawn([self.binary, "-c", str(self.conf)], self.port)
 
 
 @pytest.fixture
@@ -334,41 +348,6 @@ class Nut:
 
 
 # ---------------------------------------------------------------------- time-series servers (hub.history)
-
-
-class ServerProcess:
-    """A server binary of the test's own, started in ``workdir`` with its output in ``<name>.log`` there."""
-
-    name = "server"
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    def _spawn(self, args: list[str], port: int) -> None:
-        """Run ``args``; return once ``port`` accepts connections, or fail with the end of its log."""
-        with (self.workdir / f"{self.name}.log").open("ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_port(port, timeout=20)
-        except AssertionError as exc:
-            self.stop()
-            raise AssertionError(f"{self.name} did not start: {exc}\n{self.log()}") from None
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a paused one must run to act on the signal
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self) -> str:
-        f = self.workdir / f"{self.name}.log"
-        return f.read_text(errors="replace")[-4000:] if f.exists() else ""
 
 
 class Influx(ServerProcess):

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from hub.settings import Settings
 from hub.site import SiteModel, load_site
 from hub.yamlsrc import load_yaml
 from tests.conftest import FIXTURES
-from tests.helpers import running, until
+from tests.helpers import http_get, running, until
 from tests.servers import free_port, free_udp_port
 
 MINIMAL = FIXTURES / "site" / "minimal.yaml"
@@ -289,14 +286,6 @@ async def test_device_missing_at_start_is_offline_not_fatal(tmp_path: Path, monk
         assert "not answering" in r.detail
 
 
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 async def test_api_says_who_holds_a_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """GET /api/points/{point}/priority on the hub's real HTTP server, the device read as the request comes."""
     monkeypatch.setenv("BMHUB_API_PORT", str(free_port()))
@@ -305,7 +294,7 @@ async def test_api_says_who_holds_a_point(tmp_path: Path, monkeypatch: pytest.Mo
         await until(lambda: h.value("ahu-fast.valve") is not None, "the valve")
         r = await h.command("ahu-fast.valve", 33.0, priority=12, origin="automation:energy", reason="night setback")
         assert r.ok, r.detail
-        status, body = await asyncio.to_thread(_get, f"{h.rt.api.url}api/points/ahu-fast.valve/priority")
+        status, body = await asyncio.to_thread(http_get, f"{h.rt.api.url}api/points/ahu-fast.valve/priority")
         assert status == 200, body
         assert body["present_value"] == 33.0
         assert body["active_priority"] == 12
@@ -317,5 +306,5 @@ async def test_api_says_who_holds_a_point(tmp_path: Path, monkeypatch: pytest.Mo
             ("ahu-fast.temp", 404, "has no priority array"),
             ("ahu-nocov.valve", 503, "no answer from 127.0.77.3"),
         ]:
-            status, body = await asyncio.to_thread(_get, f"{h.rt.api.url}api/points/{point}/priority")
+            status, body = await asyncio.to_thread(http_get, f"{h.rt.api.url}api/points/{point}/priority")
             assert (status, detail in body["detail"]) == (code, True), body

@@ -11,7 +11,6 @@ import urllib.parse
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,7 +20,7 @@ from hub.runtime import STATUS_FILE, Runtime
 from hub.settings import Settings
 from hub.site import load_site
 from tests.conftest import ROOT
-from tests.helpers import running, until
+from tests.helpers import http_get, running, until
 from tests.history.rig import MINIMAL, NUMERIC, T0, readings
 from tests.servers import Influx, free_port
 
@@ -88,14 +87,6 @@ def test_exports_resolve_and_no_http_client_is_imported_until_configured() -> No
     assert out.stdout.strip() == "[]"
 
 
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 async def test_the_api_serves_a_points_history_and_a_rooms_hours(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,10 +107,10 @@ async def test_the_api_serves_a_points_history_and_a_rooms_hours(
         await until(lambda: rt.status()["details"]["history"]["written"] >= 5, "the events stored")
         window = urllib.parse.urlencode({"start": T0.isoformat(), "end": (T0 + timedelta(hours=1)).isoformat()})
 
-        status, body = await asyncio.to_thread(_get, f"{rt.api.url}api/points/{point}/history?{window}")
+        status, body = await asyncio.to_thread(http_get, f"{rt.api.url}api/points/{point}/history?{window}")
         assert status == 200, body
         assert [s["value"] for s in body] == [20.0, 21.0, 22.0]
-        status, body = await asyncio.to_thread(_get, f"{rt.api.url}api/zones/room-201/occupancy/hourly?{window}")
+        status, body = await asyncio.to_thread(http_get, f"{rt.api.url}api/zones/room-201/occupancy/hourly?{window}")
         assert status == 200, body
         [hour] = body
         assert (hour["occupied"], hour["peak"]) == (pytest.approx(0.5), 3)
@@ -129,7 +120,7 @@ async def test_the_api_serves_a_points_history_and_a_rooms_hours(
             (f"api/zones/lobby/occupancy/hourly?{window}", 404, "has no occupancy sensor"),
             (f"api/points/{point}/history?start=2026-11-24T10:00:00", 422, "start needs a UTC offset"),
         ]:
-            status, body = await asyncio.to_thread(_get, rt.api.url + path)
+            status, body = await asyncio.to_thread(http_get, rt.api.url + path)
             assert (status, detail in str(body["detail"])) == (code, True), body
 
 
@@ -141,5 +132,5 @@ async def test_the_api_says_where_history_is_when_it_is_not_embedded(
     rt = Runtime(load_site(MINIMAL), Settings(state_dir=tmp_path / "state"), adapters=())
     async with running(rt):
         assert rt.api is not None
-        status, body = await asyncio.to_thread(_get, f"{rt.api.url}api/points/{NUMERIC[0]}/history")
+        status, body = await asyncio.to_thread(http_get, f"{rt.api.url}api/points/{NUMERIC[0]}/history")
     assert (status, body["detail"]) == (501, "history is off (BMHUB_HISTORY_BACKEND=off)")
