@@ -12,6 +12,8 @@ import contextlib
 import logging
 import math
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,11 +29,13 @@ from bacpypes3.local.networkport import NetworkPortObject
 from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import Null, ObjectIdentifier
 
+from adapters.bacnet._stack import bind_error
 from adapters.sim import BacnetSimulator
 from hub.errors import AdapterNotReady
 from hub.graph import SiteGraph
 from hub.site import BacnetPoint, PointKind, SiteModel, load_site
 from hub.yamlsrc import load_yaml
+from tests.adapters.test_bacnet_bridge import DEVICES, site
 from tests.conftest import FIXTURES, SITE_MODEL, FakeClock
 from tests.servers import free_udp_port
 
@@ -486,3 +490,28 @@ async def test_the_simulated_clock_follows_start_and_speed(tmp_path: Path) -> No
         clock.advance(9 * 60)  # 20:00: closed, the run status goes off
         sim.update()
         assert str(sim.object("io-1", "binary-input:1").presentValue) == "inactive"
+
+
+def test_as_a_process_it_says_ready_and_stops_when_its_parent_goes(tmp_path: Path) -> None:
+    """``python -m adapters.sim.bacnet`` as the demo runs it: ``ready`` once the devices answer; the end of its
+    stdin (the demo killed, however) stops it, so no simulator outlives the demo holding the site's addresses."""
+    ports = {dev: free_udp_port(f"127.0.77.{i}") for i, dev in enumerate(DEVICES, start=1)}
+    site(tmp_path, ports)  # writes tmp_path/site.yaml
+    with subprocess.Popen(
+        [sys.executable, "-m", "adapters.sim.bacnet", str(tmp_path / "site.yaml"), "--parent-pipe"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            assert proc.stdin is not None
+            assert proc.stdout.readline().strip() == b"ready"
+            assert bind_error("127.0.77.1", ports["ahu-fast"]) is not None  # it holds the device's address
+            proc.stdin.close()  # what a killed parent leaves behind
+            assert proc.stderr is not None
+            assert proc.wait(timeout=30) == 0
+            err = proc.stderr.read()  # a few log lines: the pipe could not have filled
+            assert bind_error("127.0.77.1", ports["ahu-fast"]) is None
+            assert b"bacnet-sim stopped" in err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
