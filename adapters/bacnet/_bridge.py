@@ -528,11 +528,21 @@ class BacnetBridge:
             raise CommandRejected(p.id, str(exc)) from None
 
     async def _write(self, cmd: Command, dev: _Device, p: _Point, priority: int, value: Any) -> None:
+        """Write, then say what the point holds; every command gets a result, whatever happens."""
         self.commands += 1
         relinquish = isinstance(value, Null)
         what = f"{'relinquish' if relinquish else 'write'} {p.spec.object} at priority {priority}"
+        try:
+            await self._write_locked(cmd, dev, p, priority, value, what)
+        except Exception as exc:  # a bug must not leave the command without an answer
+            log.exception("command %s (%s = %r) failed", cmd.id, cmd.point, cmd.value)
+            self._result(cmd, False, f"{what}: {type(exc).__name__}: {exc}")
+
+    async def _write_locked(self, cmd: Command, dev: _Device, p: _Point, priority: int, value: Any, what: str) -> None:
+        relinquish = isinstance(value, Null)
         async with dev.lock:  # one device's commands in the order they came
             try:
+                await self._locate(dev)  # a command may come before the device's first poll
                 answer = await self._request(dev, lambda: self._app.write_property(
                     dev.address, p.oid, p.prop, value, priority=priority))  # fmt: skip
             except _NoAnswer as exc:
