@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -197,6 +198,7 @@ class BacnetBridge:
             self._stack = stack
             log.info("BACnet/IP on %s (device %d): %d device(s), %d point(s)", self.bound, s.instance,
                      len(self._devices), len(self._points))  # fmt: skip
+            self._warn_unreachable_from_loopback()
             ready()
             async with asyncio.TaskGroup() as tg:
                 for i, dev in enumerate(self._devices):
@@ -218,6 +220,16 @@ class BacnetBridge:
                 self._flush.cancel()
                 self._flush_logs()
             stack.close()
+
+    def _warn_unreachable_from_loopback(self) -> None:
+        """A hub on loopback (the default, for the simulators) cannot reach devices on the LAN: say so once."""
+        if self.bound is None or not ipaddress.IPv4Address(self.bound.split(":")[0]).is_loopback:
+            return
+        away = [d for d in self._devices if d.where and not ipaddress.IPv4Address(d.where.split(":")[0]).is_loopback]
+        if away:
+            log.warning("BACnet/IP is on loopback (%s) but %d device(s) are not (e.g. %s at %s): they cannot answer; "
+                        "set BMHUB_BACNET_ADDRESS to the BACnet interface, e.g. 192.0.2.10/24:47808", self.bound,
+                        len(away), away[0].id, away[0].where)  # fmt: skip
 
     @property
     def _app(self) -> Any:

@@ -308,3 +308,25 @@ async def test_api_says_who_holds_a_point(tmp_path: Path, monkeypatch: pytest.Mo
         ]:
             status, body = await asyncio.to_thread(http_get, f"{h.rt.api.url}api/points/{point}/priority")
             assert (status, detail in body["detail"]) == (code, True), body
+
+
+def test_a_hub_on_loopback_warns_that_lan_devices_cannot_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default address suits the simulators only; on a site the operator must name the BACnet interface.
+    (Checked without running: a test sends nothing beyond loopback.)"""
+    data, _ = load_yaml(MINIMAL)
+    vav = next(d for z in data["zones"] for d in z.get("devices", []) if d["protocol"] == "bacnet")
+    vav["address"] = "192.0.2.10:47808"
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    rt = Runtime(load_site(tmp_path / "site.yaml"), Settings(state_dir=tmp_path, api=False), adapters=("bacnet",))
+    bridge = next(s for _, s in rt.services if isinstance(s, BacnetBridge))
+    bridge.bound = "127.0.0.1:40000"
+    bridge._warn_unreachable_from_loopback()
+    assert "BACnet/IP is on loopback (127.0.0.1:40000) but 1 device(s) are not (e.g. room-201-vav at " \
+           "192.0.2.10:47808)" in caplog.text  # fmt: skip
+    assert "set BMHUB_BACNET_ADDRESS" in caplog.text
+    caplog.clear()
+    bridge.bound = "192.0.2.5:47808"
+    bridge._warn_unreachable_from_loopback()
+    assert caplog.text == ""
