@@ -101,12 +101,12 @@ class SimulatedDevices:
         await self.simulator.run(ready)
 
     async def _run_process(self, ready: Callable[[], None]) -> None:
-        """``python -m adapters.sim.<protocol>``: ready when it prints ``ready``; stopped with SIGTERM."""
+        """``python -m adapters.sim <protocol>``: ready when it prints ``ready``; stopped with SIGTERM."""
         if self._site is None:
             raise ValueError(f"{self.name} runs in a process of its own and needs the site model's path")
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         self.process = proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"adapters.sim.{self._protocol}", str(self._site), "--seed", str(self._seed),
+            sys.executable, "-m", "adapters.sim", self._protocol, str(self._site), "--seed", str(self._seed),
             "--speed", str(self._speed), "--start", self._clock.now().isoformat(), "--log-level", level,
             # Its own session: Ctrl-C is for the demo, which stops it; stdin is how it notices a killed demo.
             "--parent-pipe", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True,

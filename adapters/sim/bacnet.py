@@ -769,11 +769,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m adapters.sim.bacnet SITE [--seed N] [--speed X] [--start ISO]``: the simulated BACnet devices
+    """``python -m adapters.sim bacnet SITE [--seed N] [--speed X] [--start ISO]``: the simulated BACnet devices
     of a site model in a process of their own, as ``bmhub demo`` runs them (building 1,568 bacpypes3 objects
     takes seconds of CPU, which the hub's event loop should not wait for). Prints ``ready`` on stdout once every
     device answers; SIGTERM or SIGINT stops it."""
-    parser = argparse.ArgumentParser(prog="python -m adapters.sim.bacnet", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m adapters.sim bacnet", description=main.__doc__)
     parser.add_argument("site", help="site model file")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
@@ -816,7 +816,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     return asyncio.run(serve())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

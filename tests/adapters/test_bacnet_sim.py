@@ -493,12 +493,12 @@ async def test_the_simulated_clock_follows_start_and_speed(tmp_path: Path) -> No
 
 
 def test_as_a_process_it_says_ready_and_stops_when_its_parent_goes(tmp_path: Path) -> None:
-    """``python -m adapters.sim.bacnet`` as the demo runs it: ``ready`` once the devices answer; the end of its
+    """``python -m adapters.sim bacnet`` as the demo runs it: ``ready`` once the devices answer; the end of its
     stdin (the demo killed, however) stops it, so no simulator outlives the demo holding the site's addresses."""
     ports = {dev: free_udp_port(f"127.0.77.{i}") for i, dev in enumerate(DEVICES, start=1)}
     site(tmp_path, ports)  # writes tmp_path/site.yaml
     with subprocess.Popen(
-        [sys.executable, "-m", "adapters.sim.bacnet", str(tmp_path / "site.yaml"), "--parent-pipe"],
+        [sys.executable, "-m", "adapters.sim", "bacnet", str(tmp_path / "site.yaml"), "--parent-pipe"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as proc:  # fmt: skip
         try:
