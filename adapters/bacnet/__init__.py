@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from adapters.bacnet._bridge import BacnetBridge, PointMode, devices_of
+from adapters.bacnet._bridge import BacnetBridge, PointMode
 from adapters.bacnet._discover import FoundDevice, FoundObject, discover, snippet
 from adapters.bacnet._settings import BacnetSettings
 from hub.adapter import AdapterContext, Stage
@@ -37,7 +37,7 @@ def create(
 
     ``endpoints`` maps a device id to the (host, port) to talk to instead of its model address (tests).
     """
-    devices = devices_of(ctx.graph.find_devices(protocol="bacnet"))
+    devices = ctx.graph.find_devices(protocol="bacnet")
     if not devices:
         return []
     return [("adapters", BacnetBridge(ctx, devices, settings, endpoints=endpoints))]

@@ -30,7 +30,7 @@ import contextlib
 import ipaddress
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -693,7 +693,3 @@ class BacnetBridge:
             "attention": {d.id: d.details() for d in attention[:_ATTENTION_SHOWN]},
             "attention_total": len(attention),
         }
-
-
-def devices_of(devices: Iterable[DeviceInfo]) -> list[DeviceInfo]:
-    return [d for d in devices if isinstance(d.spec, BacnetDevice)]

@@ -30,7 +30,7 @@ from hub.errors import HubError
 from hub.events import Quality, Value
 from hub.site import BacnetPoint
 
-__all__ = ["UNITS", "CodecError", "decode", "encode", "object_id", "quality", "status_text"]
+__all__ = ["BACNET_UNITS", "UNITS", "CodecError", "decode", "encode", "object_id", "quality", "status_text"]
 
 _ANALOG = ("analog-", "large-analog-value", "loop")
 _INTEGER = ("integer-value", "positive-integer-value", "accumulator")
@@ -46,6 +46,9 @@ UNITS: dict[str, str] = {
     "kilowatts": "kW", "watts": "W", "kilowatt-hours": "kWh", "volts": "V", "amperes": "A", "hertz": "Hz",
     "parts-per-million": "ppm", "seconds": "s", "minutes": "min", "hours": "h",
 }  # fmt: skip
+
+# Site-model unit → BACnet engineering units: the first BACnet unit listed above where several map to one.
+BACNET_UNITS: dict[str, str] = {hub: bacnet for bacnet, hub in reversed(UNITS.items())}
 
 
 class CodecError(HubError):

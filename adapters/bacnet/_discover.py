@@ -63,15 +63,9 @@ def targets_of(texts: Sequence[str]) -> list[tuple[str, int]]:
     """Addresses to send a directed Who-Is to: ``host``, ``host:port`` or ``net/prefix[:port]``."""
     out: list[tuple[str, int]] = []
     for text in texts:
-        net, _, port_text = text.partition(":")
-        try:
-            port = int(port_text) if port_text else 47808
-            hosts = [net] if "/" not in net else [str(h) for h in ipaddress.IPv4Network(net, strict=False).hosts()]
-            ipaddress.IPv4Address(hosts[0] if hosts else "")
-        except ValueError:
-            problem = Problem("command line", None, "target", f"not an IPv4 address or range: {text!r}")
-            raise ConfigError([problem]) from None
-        out += [(h, port) for h in hosts]
+        host, port, prefix = parse_address(text, source=("command line", "target"))
+        net = ipaddress.IPv4Network(f"{host}/{32 if prefix is None else prefix}", strict=False)
+        out += [(str(h), port) for h in (net.hosts() if prefix is not None else [net.network_address])]
     if len(out) > _MAX_TARGETS:
         raise ConfigError([Problem("command line", None, "target",
                                    f"{len(out)} addresses; at most {_MAX_TARGETS} per run")])  # fmt: skip
@@ -94,7 +88,7 @@ async def discover(
     if not addresses and bbmd is None:
         raise ConfigError([Problem("command line", None, "target", "give addresses to ask, or --bbmd")])
     if bbmd is not None:
-        parse_address(bbmd)
+        parse_address(bbmd, source=("command line", "--bbmd"))
     stack = HubApplication(bind, instance=instance, name="bmhub-discover", apdu_timeout=wait, apdu_retries=0,
                            bbmd=bbmd)  # fmt: skip
     try:

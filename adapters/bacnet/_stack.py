@@ -43,8 +43,11 @@ VENDOR_ID = 999  # bacpypes3's "no vendor" identifier for applications that have
 _STANDARD = get_vendor_info(0)
 
 
-def parse_address(text: str, default_port: int = 47808) -> tuple[str, int, int | None]:
-    """``"192.0.2.10/24:47808"`` → ("192.0.2.10", 47808, 24); the prefix is None when not given."""
+def parse_address(
+    text: str, default_port: int = 47808, *, source: tuple[str, str] = ("environment", "BMHUB_BACNET_ADDRESS")
+) -> tuple[str, int, int | None]:
+    """``"192.0.2.10/24:47808"`` → ("192.0.2.10", 47808, 24); the prefix is None when not given. A malformed
+    address is a ConfigError naming ``source`` (where it was given, which setting or argument)."""
     host, _, port_text = text.partition(":")
     host, _, prefix_text = host.partition("/")
     try:
@@ -54,7 +57,8 @@ def parse_address(text: str, default_port: int = 47808) -> tuple[str, int, int |
         if not 0 <= port <= 65535 or (prefix is not None and not 0 <= prefix <= 32):
             raise ValueError
     except ValueError:
-        raise _setting_error(f"must be IPv4[/prefix][:port], e.g. 192.0.2.10/24:47808; got {text!r}") from None
+        message = f"must be IPv4[/prefix][:port], e.g. 192.0.2.10/24:47808; got {text!r}"
+        raise ConfigError([Problem(source[0], None, source[1], message)]) from None
     return host, port, prefix
 
 
@@ -102,7 +106,7 @@ class HubApplication:
     ) -> None:
         """``bbmd`` ("host[:port]") registers the application as a foreign device with that BBMD for ``ttl``
         seconds, so its broadcasts (Who-Is) reach the BBMD's networks."""
-        host, port, prefix = parse_address(address, default_port=47808)
+        host, port, prefix = parse_address(address)
         _probe(host, port)
         device = DeviceObject(
             objectIdentifier=("device", instance), objectName=name, vendorIdentifier=VENDOR_ID,
@@ -113,7 +117,7 @@ class HubApplication:
         port_object = NetworkPortObject(f"{host}/{32 if prefix is None else prefix}:{port}",
                                         objectIdentifier=("network-port", 1), objectName="NetworkPort-1")  # fmt: skip
         if bbmd is not None:
-            bbmd_host, bbmd_port, _ = parse_address(bbmd)
+            bbmd_host, bbmd_port, _ = parse_address(bbmd, source=("command line", "--bbmd"))
             port_object.bacnetIPMode = IPMode.foreign
             port_object.fdBBMDAddress = HostNPort(f"{bbmd_host}:{bbmd_port}")
             port_object.fdSubscriptionLifetime = ttl

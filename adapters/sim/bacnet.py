@@ -80,6 +80,7 @@ from bacpypes3.local.multistate import MultiStateInputObject, MultiStateOutputOb
 from bacpypes3.local.networkport import NetworkPortObject
 from bacpypes3.primitivedata import Null
 
+from adapters.bacnet._codec import BACNET_UNITS
 from adapters.bacnet._stack import bind_error, close_application
 from adapters.sim._time import SimTime
 from hub.clock import Clock
@@ -230,8 +231,6 @@ _CLASSES: dict[tuple[str, bool], type] = {
     ("multi-state-value", False): _MultiStateValue,
     ("multi-state-value", True): _MultiStateValueCmd,
 }
-_UNITS = {"degF": "degreesFahrenheit", "degC": "degreesCelsius", "%": "percent", "inH2O": "inchesOfWater",
-          "lx": "luxes", "m3/h": "cubicMetersPerHour"}  # fmt: skip
 # A change of at least the COV increment is notified; values are kept at the resolution (written when it changes).
 _COV_INCREMENT = {"degF": 0.2, "degC": 0.2, "%": 1.0, "inH2O": 0.02, "lx": 20.0, "m3/h": 20.0}
 _RESOLUTION = {"degF": 0.1, "degC": 0.1, "%": 0.5, "inH2O": 0.01, "lx": 5.0, "m3/h": 5.0}
@@ -477,7 +476,7 @@ class _SimDevice:
         if otype.startswith("analog"):
             step = _RESOLUTION.get(p.unit or "", 0.1)
             value = round(float(value) / step) * step
-            kwargs |= {"presentValue": value, "units": _UNITS.get(p.unit or "", "noUnits"),
+            kwargs |= {"presentValue": value, "units": BACNET_UNITS.get(p.unit or "", "no-units"),
                        "covIncrement": _COV_INCREMENT.get(p.unit or "", 2 * step)}  # fmt: skip
             limits = (p.min, p.max)
         elif otype.startswith("binary"):

@@ -156,6 +156,10 @@ async def test_device_refusing_cov_is_polled(tmp_path: Path, monkeypatch: pytest
         await until(lambda: len(h.device("ahu-nocov")["polled"]) == 7, "ahu-nocov's points marked polled")
         assert h.device("ahu-nocov")["cov"] == 0
         assert h.bridge.details()["points_polled"] == 7
+        # bmhub status details the devices that need attention, this one among them, and not the others
+        attention = h.bridge.details()["attention"]
+        assert len(attention["ahu-nocov"]["polled"]) == 7
+        assert "ahu-fast" not in attention
         assert "BACnet device ahu-nocov refuses COV for 7 point(s)" in caplog.text
         h.sim.object("ahu-nocov", "analog-input:1").presentValue = 12.25
         await until(lambda: h.value("ahu-nocov.temp") == 12.25, "the polled value")

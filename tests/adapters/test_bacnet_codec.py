@@ -8,7 +8,7 @@ import pytest
 from bacpypes3.basetypes import BinaryPV, StatusFlags
 from bacpypes3.primitivedata import CharacterString, Null, Real, Unsigned
 
-from adapters.bacnet._codec import CodecError, decode, encode, quality, status_text
+from adapters.bacnet._codec import BACNET_UNITS, UNITS, CodecError, decode, encode, quality, status_text
 from hub.events import Quality
 from hub.site import BacnetPoint
 
@@ -84,3 +84,11 @@ def test_status_flags() -> None:
     assert quality(None) is Quality.GOOD
     assert status_text(StatusFlags([0, 1, 0, 1])) == "fault, out-of-service"
     assert status_text(StatusFlags([0, 0, 0, 0])) == ""
+
+
+def test_units_map_both_ways() -> None:
+    """Discovery reads BACnet units as site-model units; the simulator writes them back the other way."""
+    assert all(UNITS[BACNET_UNITS[unit]] == unit for unit in BACNET_UNITS)
+    assert set(BACNET_UNITS) == set(UNITS.values())
+    assert BACNET_UNITS["%"] == "percent"  # not percent-relative-humidity: the first listed wins
+    assert BACNET_UNITS["degF"] == "degrees-fahrenheit"
