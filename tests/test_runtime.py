@@ -6,10 +6,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from hub.clock import ScaledClock
 from hub.events import Mode
 from hub.runtime import STATUS_FILE, Runtime
 from hub.settings import Settings
@@ -137,3 +139,26 @@ async def test_status_snapshot_shows_health_mode_points_and_bus(tmp_path: Path) 
     assert live["mode"]["mode"] in ("normal", "after-hours")
     assert final["running"] is False
     assert {s["state"] for s in final["services"]} == {"stopped"}
+
+
+async def test_status_is_written_on_real_time_even_on_a_fast_clock(tmp_path: Path) -> None:
+    """The demo's clock runs 60x; status.json is for people and monitoring, so its period is real seconds. On a
+    1000x clock a period counted in hub time would mean some 2,000 writes a second."""
+    clock = ScaledClock(datetime(2026, 11, 24, 1, 0, tzinfo=UTC), 1000)
+    rt = Runtime(adapters=(), model=load_site(MINIMAL), settings=settings(tmp_path, status_interval=0.5), clock=clock)
+    writes = 0
+    snapshot = rt._status.snapshot
+
+    def counting() -> dict[str, object]:
+        nonlocal writes
+        writes += 1
+        return snapshot()
+
+    rt._status.snapshot = counting
+    ready = asyncio.Event()
+    task = asyncio.create_task(rt.run(on_ready=ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    await asyncio.sleep(1.0)  # 1,000 s of hub time
+    rt.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert 2 <= writes <= 6  # at start, every 0.5 real s, and once after the stop
