@@ -92,8 +92,6 @@ class SimulatedDevices:
             mqtt = importlib.import_module("adapters.mqtt")
             bridge = next(s for _, s in self._runtime.services if isinstance(s, mqtt.MqttBridge))
             self.simulator = sim.MqttSimulator(graph, *bridge.endpoint(), **options)
-        elif self._protocol == "bacnet":
-            self.simulator = sim.BacnetSimulator(graph, **options)
         elif self._protocol == "modbus":
             self.simulator = sim.ModbusSimulator(graph, **options)
         else:
