@@ -122,6 +122,12 @@ def _count(body: bytes) -> int:
     return body.count(b"\n") or 1
 
 
+def _not_answered(endpoint: str, body: bytes, exc: BaseException, timeout: float) -> WriteError:
+    """The database did not answer a write (timeout, refused or reset connection): worth retrying."""
+    why = f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError) else _describe(exc)
+    return WriteError(f"InfluxDB {endpoint}: batch of {_count(body)} point(s): {why}", retry=True)
+
+
 class InfluxV1:
     """``POST <url>/write?db=<database>[&rp=<retention policy>]&precision=ns`` with a line-protocol body."""
 
@@ -160,12 +166,8 @@ class InfluxV1:
                     return
                 answer = await resp.read()
                 status = resp.status
-        except TimeoutError:
-            raise WriteError(f"InfluxDB {self.endpoint}: batch of {_count(body)} point(s): no answer within "
-                             f"{self.settings.timeout:g}s", retry=True) from None  # fmt: skip
-        except aiohttp.ClientError as exc:
-            raise WriteError(f"InfluxDB {self.endpoint}: batch of {_count(body)} point(s): {_describe(exc)}",
-                             retry=True) from None  # fmt: skip
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _not_answered(self.endpoint, body, exc, self.settings.timeout) from None
         raise classify(self.endpoint, status, answer, _count(body))
 
     async def ping(self) -> None:
@@ -230,12 +232,8 @@ class InfluxV2:
                 raise classify(self.endpoint, int(exc.status), exc.body, _count(body)) from None
             raise WriteError(f"InfluxDB {self.endpoint}: batch of {_count(body)} point(s): {exc.reason}",
                              retry=True) from None  # fmt: skip
-        except TimeoutError:
-            raise WriteError(f"InfluxDB {self.endpoint}: batch of {_count(body)} point(s): no answer within "
-                             f"{self.settings.timeout:g}s", retry=True) from None  # fmt: skip
-        except aiohttp.ClientError as exc:
-            raise WriteError(f"InfluxDB {self.endpoint}: batch of {_count(body)} point(s): {_describe(exc)}",
-                             retry=True) from None  # fmt: skip
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _not_answered(self.endpoint, body, exc, self.settings.timeout) from None
 
     async def ping(self) -> None:
         import aiohttp
